@@ -1,0 +1,68 @@
+"""CMU-MOSI (bc-LSTM features): the three-modality attention model over 5 seeds, test accuracy.
+
+    python bench/mosi_bclstm.py [--src ../shared/data/mosi-bclstm] [--model auto_attention] [--device auto]
+
+Converts the release with preprocess/mosi_bclstm.py (once), builds video-disjoint validation splits
+(preprocess/build_splits.py), trains one run per seed (best epoch by validation weighted F1), scores it on
+the official test split, and prints as its last line ``mosi test accuracy: <mean> +- <std>``.
+Published reference on these features: bc-LSTM (trimodal, with context) 0.803.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import _paths  # noqa: F401
+import config
+from train import build_parser
+from toolkit.trainer import train
+
+sys.path.insert(0, os.path.join(_paths.REPO_ROOT, "preprocess"))
+import build_splits  # noqa: E402
+import mosi_bclstm  # noqa: E402
+
+FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", default=os.path.join(_paths.REPO_ROOT, "..", "shared", "data", "mosi-bclstm"))
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--model", default="auto_attention")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--hidden_dim", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
+    p.add_argument("--reconvert", action="store_true", help="convert the release again")
+    args = p.parse_args(argv)
+
+    ds = config.DATASETS["mosi"]
+    if args.reconvert or not os.path.isfile(ds["label_csv"]):
+        mosi_bclstm.convert(args.src, os.path.dirname(ds["label_csv"]))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    build_splits.build(ds["label_csv"], "MOSI", os.path.join(config.PATH_TO_TRAIN_LST, "mosi"), seeds,
+                       group_col=ds["group_col"])
+    accs, f1s = [], []
+    for seed in seeds:
+        targs = build_parser().parse_args([
+            "--dataset", "mosi", "--seed", str(seed), "--feat", ",".join(FEATS), "--model", args.model,
+            "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch_size", str(args.batch_size),
+            "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,
+            "--save_root", args.save_root, "--test", "--quiet"])
+        summary = train(targs)
+        accs.append(summary["test_acc"])
+        f1s.append(summary["test_f1"])
+        print(f"seed {seed}: valid F1 {summary['valid_f1']:.4f} (epoch {summary['best_epoch']}), "
+              f"test acc {summary['test_acc']:.4f}, test weighted F1 {summary['test_f1']:.4f}", flush=True)
+    print(f"mosi test weighted F1: {np.mean(f1s):.4f} +- {np.std(f1s):.4f}")
+    print(f"mosi test accuracy: {np.mean(accs):.4f} +- {np.std(accs):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Label sets, feature registry and default paths: the one place a user edits.
+
+Feature dictionaries map a feature name to ``[dim, root]``: ``root`` is a folder holding one
+``<sample>.npy`` per sample, of shape ``(dim,)`` (utterance level) or ``(T, dim)`` (frame level,
+``FEAT_AU_DICT`` only). ``preprocess/check_feat_dim.py`` compares every entry with what is on disk.
+
+Every path defaults to a folder inside this repository. Two environment variables move them without
+editing code:
+
+* ``MER_FEATURE_ROOT``: base folder of the feature folders and data sets (default ``<repo>/features``)
+* ``MER_CACHE_ROOT``: where packed feature arrays are cached (default ``<FEATURE_ROOT>/.cache``)
+
+To add your own feature, add one line to the dictionary of its modality, e.g.::
+
+    FEAT_AUDIO_DICT["chinese-hubert-large-UTT"] = [1024, os.path.join(FEATURE_ROOT, "mer2025", "chinese-hubert-large-UTT")]
+
+then run ``python preprocess/check_feat_dim.py --feat chinese-hubert-large-UTT``.
+"""
+
+import os
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+FEATURE_ROOT = os.environ.get("MER_FEATURE_ROOT", os.path.join(REPO_ROOT, "features"))
+CACHE_ROOT = os.environ.get("MER_CACHE_ROOT", os.path.join(FEATURE_ROOT, ".cache"))
+PATH_TO_TRAIN_LST = os.path.join(REPO_ROOT, "train_lst")
+SAVE_ROOT = os.path.join(REPO_ROOT, "saved")
+MODEL_TUNE_YAML = os.path.join(REPO_ROOT, "models", "model-tune.yaml")
+
+# ---------------------------------------------------------------------------------------------
+# Label sets: the order is the class index order of every model, prediction and metric.
+# ---------------------------------------------------------------------------------------------
+EMO_RULE = {
+    # MER2023-2025 discrete track
+    "MER": ["neutral", "angry", "happy", "sad", "worried", "surprise"],
+    # MELD (Poria et al., 2019)
+    "MELD": ["neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"],
+    # CMU-MOSI binary sentiment (label 0 -> negative, 1 -> positive)
+    "MOSI": ["negative", "positive"],
+    # IEMOCAP six-class protocol
+    "IEMOCAP": ["happy", "sad", "neutral", "angry", "excited", "frustrated"],
+    # CREMA-D six acted emotions
+    "CREMAD": ["neutral", "angry", "happy", "sad", "fear", "disgust"],
+    # RAVDESS eight speech emotions
+    "RAVDESS": ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"],
+}
+
+
+def _feat(*parts):
+    return os.path.join(FEATURE_ROOT, *parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature registry, one dictionary per modality: name -> [dim, root]
+# The demo entries are written by `python preprocess/make_demo.py`; the MOSI entries by
+# `python preprocess/mosi_bclstm.py`.
+# ---------------------------------------------------------------------------------------------
+FEAT_VIDEO_DICT = {
+    "demo-clip-vit-base-UTT": [512, _feat("demo", "demo-clip-vit-base-UTT")],
+    "demo-videomae-large-UTT": [1024, _feat("demo", "demo-videomae-large-UTT")],
+    "mosi-bclstm-video": [100, _feat("mosi", "mosi-bclstm-video")],
+}
+
+FEAT_AUDIO_DICT = {
+    "demo-hubert-large-UTT": [1024, _feat("demo", "demo-hubert-large-UTT")],
+    "demo-wav2vec2-base-UTT": [768, _feat("demo", "demo-wav2vec2-base-UTT")],
+    "mosi-bclstm-audio": [73, _feat("mosi", "mosi-bclstm-audio")],
+}
+
+FEAT_TEXT_DICT = {
+    "demo-roberta-large-UTT": [1024, _feat("demo", "demo-roberta-large-UTT")],
+    "demo-bert-base-UTT": [768, _feat("demo", "demo-bert-base-UTT")],
+    "mosi-bclstm-text": [100, _feat("mosi", "mosi-bclstm-text")],
+}
+
+# Frame-level (T, dim) sequences, e.g. OpenFace: 17 AU intensities (_r) then 18 AU presences (_c).
+FEAT_AU_DICT = {
+    "demo-openface-au-FRM": [35, _feat("demo", "demo-openface-au-FRM")],
+}
+
+# Knowledge from a vision-language model: per-emotion scores, description embeddings.
+FEAT_VLM_DICT = {
+    "demo-vlm-scores": [6, _feat("demo", "demo-vlm-scores")],
+}
+
+MODALITY_DICTS = {
+    "video": FEAT_VIDEO_DICT,
+    "audio": FEAT_AUDIO_DICT,
+    "text": FEAT_TEXT_DICT,
+    "au": FEAT_AU_DICT,
+    "vlm": FEAT_VLM_DICT,
+}
+FRAME_LEVEL_MODALITIES = {"au"}
+
+# ---------------------------------------------------------------------------------------------
+# Data sets: where each one's label tables live. `--dataset NAME` in the scripts refers to these.
+#   label_csv:        name,discrete[,valence]   labelled training pool (splits are drawn from it)
+#   test_csv:         name                      names to predict
+#   test_label_csv:   name,discrete[,valence]   test ground truth, used only for scoring
+#   unlabeled_csv:    name                      unlabelled pool (semi-supervised learning)
+#   unlabeled_truth:  name,discrete             hidden truth of the unlabelled pool (demo only)
+# Entries may be missing (None) for data sets that lack them.
+# ---------------------------------------------------------------------------------------------
+DATASETS = {
+    "demo": {
+        "emo_rule": "MER",
+        "label_csv": _feat("demo", "track1_train_disdim.csv"),
+        "test_csv": _feat("demo", "test.csv"),
+        "test_label_csv": _feat("demo", "test_labels.csv"),
+        "unlabeled_csv": _feat("demo", "unlabeled.csv"),
+        "unlabeled_truth": _feat("demo", "unlabeled_truth.csv"),
+        "teacher_dir": _feat("demo", "teachers"),
+        "group_col": None,
+    },
+    "mosi": {
+        "emo_rule": "MOSI",
+        "label_csv": _feat("mosi", "train_labels.csv"),
+        "test_csv": _feat("mosi", "test.csv"),
+        "test_label_csv": _feat("mosi", "test_labels.csv"),
+        "unlabeled_csv": None,
+        "unlabeled_truth": None,
+        "teacher_dir": _feat("mosi", "teachers"),
+        # utterances of one video share a speaker: validation splits keep videos whole
+        "group_col": "video",
+    },
+}
+
+
+def find_feature(name):
+    """Return ``(modality, dim, root)`` of a registered feature, or raise naming the dictionaries."""
+    for modality, table in MODALITY_DICTS.items():
+        if name in table:
+            dim, root = table[name]
+            return modality, int(dim), root
+    known = sorted(k for table in MODALITY_DICTS.values() for k in table)
+    raise KeyError(
+        f"feature '{name}' is not registered in config.py. Known features: {', '.join(known)}. "
+        "Add it to the FEAT_*_DICT of its modality as name: [dim, root]."
+    )
+
+
+def all_features():
+    """Every registered feature name, in registry order."""
+    return [k for table in MODALITY_DICTS.values() for k in table]

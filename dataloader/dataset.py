@@ -1,0 +1,82 @@
+"""Serve batches from packed features: whole-array gathers, no per-sample file reads.
+
+``SampleSet`` is one list of samples (a train, valid or test list) over the selected features.
+Utterance-level features of the list are gathered once into tensors on the training device;
+frame-level ones are padded per batch from the packed frames with a mask.
+"""
+
+import numpy as np
+import torch
+
+from toolkit.files import DataError
+
+
+class SampleSet:
+    """Samples ``names`` over feature ``stores``, with optional labels and per-sample loss weights."""
+
+    def __init__(self, stores, names, labels=None, weights=None, max_len=None, device="cpu",
+                 source="the name list"):
+        self.stores = stores
+        self.names = list(names)
+        if not self.names:
+            raise DataError(f"{source} is empty")
+        self.max_len = max_len
+        self.device = torch.device(device)
+        self.rows = [s.rows(self.names, source) for s in stores]
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+        # utterance features: one gather for the whole list, kept on the device
+        self._dense = []
+        for store, rows in zip(stores, self.rows):
+            if store.frame_level:
+                self._dense.append(None)
+            else:
+                x, _ = store.gather(rows)
+                self._dense.append(torch.from_numpy(x).to(self.device))
+        if self.labels is not None:
+            self.labels = self.labels.to(self.device)
+        if self.weights is not None:
+            self.weights = self.weights.to(self.device)
+
+    def __len__(self):
+        return len(self.names)
+
+    @property
+    def feat_dims(self):
+        return [s.dim for s in self.stores]
+
+    @property
+    def frame_level(self):
+        return [s.frame_level for s in self.stores]
+
+    def batch(self, idx):
+        """Batch of positions ``idx`` (into this list): dict with feats, masks, labels, weights, idx."""
+        idx_np = np.asarray(idx, dtype=np.int64)
+        idx_t = torch.as_tensor(idx_np, device=self.device)
+        feats, masks = [], []
+        for store, rows, dense in zip(self.stores, self.rows, self._dense):
+            if dense is not None:
+                feats.append(dense.index_select(0, idx_t))
+                masks.append(None)
+            else:
+                x, m = store.gather(rows[idx_np], self.max_len)
+                feats.append(torch.from_numpy(x).to(self.device, non_blocking=True))
+                masks.append(torch.from_numpy(m).to(self.device, non_blocking=True))
+        out = {"feats": feats, "masks": masks, "idx": idx_np}
+        out["labels"] = None if self.labels is None else self.labels.index_select(0, idx_t)
+        out["weights"] = None if self.weights is None else self.weights.index_select(0, idx_t)
+        return out
+
+    def iter_batches(self, batch_size, shuffle=False, seed=0, drop_last=False):
+        """Yield batches; with ``shuffle`` the order comes from ``seed`` alone (reproducible)."""
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        stop = n - (n % batch_size) if (drop_last and n > batch_size) else n
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def num_batches(self, batch_size, drop_last=False):
+        n = len(self)
+        if drop_last and n > batch_size:
+            return n // batch_size
+        return (n + batch_size - 1) // batch_size

@@ -1,0 +1,241 @@
+"""Read per-sample ``.npy`` features once, check them, and keep them as one packed array per feature.
+
+A feature folder ``root/<name>.npy`` is packed into ``<cache>/<feature>-<hash of root>/``:
+
+* ``data.npy``: ``(N, dim)`` for utterance-level features, ``(sum of T, dim)`` for frame-level ones
+* ``offsets.npy``: frame-level only, ``(N + 1,)`` start row of each sample in ``data``
+* ``names.json``: the sample names, in row order
+* ``meta.json``: dim, dtype, frame level, and a fingerprint of the source folder (file names, sizes
+  and modification times); a changed fingerprint rebuilds the pack.
+
+Every file is checked while packing: unreadable files, wrong shapes and NaN/Inf values stop the run
+with an error that names the files and the fix.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tqdm import tqdm
+
+import config
+from toolkit.files import DataError, _preview
+
+CACHE_VERSION = 1
+
+
+def _scan_folder(root):
+    """Sorted ``[(name, path, size, mtime_ns)]`` of the ``.npy`` files in ``root``."""
+    if not os.path.isdir(root):
+        raise DataError(f"feature folder '{root}' does not exist. Extract the feature there, or fix its "
+                        "root in config.py (or MER_FEATURE_ROOT).")
+    entries = []
+    with os.scandir(root) as it:
+        for e in it:
+            if e.name.endswith(".npy") and e.is_file():
+                st = e.stat()
+                entries.append((e.name[:-4], e.path, st.st_size, st.st_mtime_ns))
+    entries.sort()
+    return entries
+
+
+def _fingerprint(entries):
+    h = hashlib.sha1()
+    for name, _, size, mtime in entries:
+        h.update(f"{name}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def _read_one(path):
+    try:
+        return np.load(path, allow_pickle=False), None
+    except Exception as e:  # unreadable, truncated, or a pickle
+        return None, f"{type(e).__name__}: {e}"
+
+
+class FeatureStore:
+    """All samples of one feature, packed in memory (or memory-mapped)."""
+
+    def __init__(self, name, dim, frame_level, names, data, offsets=None, root=None):
+        self.name = name
+        self.dim = dim
+        self.frame_level = frame_level
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.data = data
+        self.offsets = offsets
+        self.root = root
+
+    def __len__(self):
+        return len(self.names)
+
+    def rows(self, names, source="the name list"):
+        """Row index of each name; a missing file stops the run with the names and the fix."""
+        rows = np.empty(len(names), dtype=np.int64)
+        missing = []
+        for i, n in enumerate(names):
+            r = self.index.get(n)
+            if r is None:
+                missing.append(n)
+            else:
+                rows[i] = r
+        if missing:
+            raise DataError(
+                f"feature '{self.name}' has no file for {len(missing)} of {len(names)} names in {source}: "
+                f"{_preview(missing)} (expected {self.root}/<name>.npy). Extract the feature for these "
+                "samples, or remove them from the list; `python preprocess/check_feat_dim.py` lists all gaps."
+            )
+        return rows
+
+    def lengths(self, rows):
+        return (self.offsets[rows + 1] - self.offsets[rows]).astype(np.int64)
+
+    def gather(self, rows, max_len=None):
+        """Features of ``rows``: ``(B, dim)`` float32, or for frame level ``(B, L, dim)`` and a bool mask
+        ``(B, L)`` (True on real frames). Sequences longer than ``max_len`` are subsampled evenly."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self.frame_level:
+            return np.asarray(self.data[rows], dtype=np.float32), None
+        starts = self.offsets[rows]
+        lens = self.lengths(rows)
+        keep = lens if max_len is None else np.minimum(lens, max_len)
+        width = max(int(keep.max()) if len(keep) else 1, 1)
+        t = np.arange(width)[None, :]
+        mask = t < keep[:, None]
+        # evenly spaced frame positions; the identity where the sequence fits
+        pos = (t * lens[:, None]) // np.maximum(keep[:, None], 1)
+        idx = np.where(mask, starts[:, None] + pos, 0)
+        x = np.asarray(self.data[idx.reshape(-1)], dtype=np.float32).reshape(len(rows), width, self.dim)
+        x[~mask] = 0.0
+        return x, mask
+
+
+def cache_dir_for(name, root, cache_root=None):
+    cache_root = cache_root or config.CACHE_ROOT
+    key = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:10]
+    return os.path.join(cache_root, f"{name}-{key}")
+
+
+def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, mmap=False,
+                 logger=None, progress=True):
+    """Load feature ``name`` from ``root`` through its packed cache, (re)building the cache if needed."""
+    t0 = time.time()
+    entries = _scan_folder(root)
+    if not entries:
+        raise DataError(f"feature folder '{root}' (feature '{name}') holds no .npy files. Extract the "
+                        "feature there or fix its root in config.py.")
+    fp = _fingerprint(entries)
+    cdir = cache_dir_for(name, root, cache_root)
+    meta_path = os.path.join(cdir, "meta.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if (meta.get("fingerprint") == fp and meta.get("dim") == dim and meta.get("version") == CACHE_VERSION
+                and meta.get("frame_level") == frame_level):
+            store = _open_pack(name, cdir, meta, mmap, root)
+            if logger:
+                logger.info(f"feature {name}: {len(store)} samples x {dim} from cache {cdir} "
+                            f"({time.time() - t0:.2f}s)")
+            return store
+        if logger:
+            logger.info(f"feature {name}: source folder or config changed, rebuilding cache {cdir}")
+
+    arrays = [None] * len(entries)
+    errors = {"unreadable": [], "shape": [], "nonfinite": []}
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        it = pool.map(_read_one, [e[1] for e in entries], chunksize=64)
+        for i, (arr, err) in enumerate(tqdm(it, total=len(entries), desc=f"read {name}", unit="file",
+                                            disable=not progress, leave=False)):
+            fname = entries[i][0] + ".npy"
+            if err is not None:
+                errors["unreadable"].append(f"{fname} ({err})")
+                continue
+            if frame_level:
+                if arr.ndim == 1 and arr.shape[0] == dim:
+                    arr = arr[None, :]
+                ok = arr.ndim == 2 and arr.shape[1] == dim and arr.shape[0] >= 1
+            else:
+                if arr.ndim == 2 and arr.shape[0] == 1:  # (1, dim) as some extractors save it
+                    arr = arr[0]
+                ok = arr.ndim == 1 and arr.shape[0] == dim
+            if not ok:
+                errors["shape"].append(f"{fname} {tuple(arr.shape)}")
+                continue
+            if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+                errors["nonfinite"].append(fname)
+                continue
+            arrays[i] = arr
+    _raise_pack_errors(name, root, dim, frame_level, len(entries), errors)
+
+    dtype = np.float16 if all(a.dtype == np.float16 for a in arrays) else np.float32
+    names = [e[0] for e in entries]
+    tmp = cdir + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    if frame_level:
+        lens = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        data = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
+        np.save(os.path.join(tmp, "offsets.npy"), offsets)
+    else:
+        data = np.stack(arrays).astype(dtype, copy=False)
+    np.save(os.path.join(tmp, "data.npy"), data)
+    with open(os.path.join(tmp, "names.json"), "w") as f:
+        json.dump(names, f)
+    meta = {"version": CACHE_VERSION, "feature": name, "root": os.path.abspath(root), "dim": dim,
+            "frame_level": frame_level, "n": len(names), "dtype": np.dtype(dtype).name, "fingerprint": fp}
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    shutil.rmtree(cdir, ignore_errors=True)
+    os.replace(tmp, cdir)
+    store = _open_pack(name, cdir, meta, mmap, root)
+    if logger:
+        logger.info(f"feature {name}: read {len(names)} files x {dim} from {root} in "
+                    f"{time.time() - t0:.2f}s, packed to {cdir}")
+    return store
+
+
+def _raise_pack_errors(name, root, dim, frame_level, n_files, errors):
+    shape_word = f"(T, {dim})" if frame_level else f"({dim},)"
+    parts = []
+    if errors["unreadable"]:
+        parts.append(f"{len(errors['unreadable'])} unreadable files: {_preview(errors['unreadable'], 3)} "
+                     "-> re-extract them (features are loaded with allow_pickle=False)")
+    if errors["shape"]:
+        bad = errors["shape"]
+        if len(bad) == n_files:
+            parts.append(f"every file disagrees with the dim {dim} in config.py, e.g. {_preview(bad, 3)} "
+                         f"-> set the dim of '{name}' in config.py to what the files hold")
+        else:
+            parts.append(f"{len(bad)} of {n_files} files do not have shape {shape_word}: {_preview(bad, 5)} "
+                         "-> re-extract them")
+    if errors["nonfinite"]:
+        parts.append(f"{len(errors['nonfinite'])} files hold NaN or Inf: {_preview(errors['nonfinite'], 5)} "
+                     "-> re-extract them or replace the bad values")
+    if parts:
+        raise DataError(f"feature '{name}' in '{root}': " + "; ".join(parts))
+
+
+def _open_pack(name, cdir, meta, mmap, root):
+    data = np.load(os.path.join(cdir, "data.npy"), mmap_mode="r" if mmap else None, allow_pickle=False)
+    with open(os.path.join(cdir, "names.json")) as f:
+        names = json.load(f)
+    offsets = None
+    if meta["frame_level"]:
+        offsets = np.load(os.path.join(cdir, "offsets.npy"), allow_pickle=False)
+    return FeatureStore(name, meta["dim"], meta["frame_level"], names, data, offsets, root)
+
+
+def load_features(feat_names, cache_root=None, num_workers=4, mmap=False, logger=None, progress=True):
+    """Packed stores for registered features (``config.FEAT_*_DICT``), in the order given."""
+    stores = []
+    for feat in feat_names:
+        modality, dim, root = config.find_feature(feat)
+        frame_level = modality in config.FRAME_LEVEL_MODALITIES
+        stores.append(pack_feature(feat, root, dim, frame_level, cache_root=cache_root,
+                                   num_workers=num_workers, mmap=mmap, logger=logger, progress=progress))
+    return stores

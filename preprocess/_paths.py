@@ -1,0 +1,8 @@
+"""Lets the scripts in preprocess/ and bench/ import the project's modules when run by path."""
+
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)

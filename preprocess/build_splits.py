@@ -1,0 +1,107 @@
+"""Label table -> seeded, stratified train/valid split lists (MRAC25 style, as JSON).
+
+    python preprocess/build_splits.py --dataset demo                  # train_lst/demo/seed{0..4}.json, 80/20
+    python preprocess/build_splits.py --dataset demo --kfold 5        # train_lst/demo/fold{0..4}.json
+    python preprocess/build_splits.py --label_csv my.csv --emo_rule MER --out_dir train_lst/mine
+
+Each split is stratified by label; with --group_col (e.g. a video or speaker id) whole groups go to one
+side, so validation is speaker-independent. Seed k always gives the same split.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+import _paths  # noqa: F401
+import config
+from toolkit.files import DataError, read_label_csv, write_split_json
+
+
+def _info(df):
+    info = {"names": df["name"].tolist(), "emos": df["discrete"].tolist(), "vals": df["valence"].tolist()}
+    return info
+
+
+def holdout_split(df, valid_ratio, seed, group_col=None):
+    """Indices (train, valid) of one stratified split; by whole groups when ``group_col`` is given."""
+    idx = np.arange(len(df))
+    if group_col:
+        n_folds = max(2, int(round(1 / valid_ratio)))
+        sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        tr, va = next(sgkf.split(idx, df["discrete"], df[group_col]))
+        return tr, va
+    tr, va = train_test_split(idx, test_size=valid_ratio, random_state=seed, stratify=df["discrete"])
+    return np.sort(tr), np.sort(va)
+
+
+def kfold_splits(df, k, seed, group_col=None):
+    idx = np.arange(len(df))
+    if group_col:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return list(splitter.split(idx, df["discrete"], df[group_col]))
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, df["discrete"]))
+
+
+def build(label_csv, emo_rule, out_dir, seeds=(0, 1, 2, 3, 4), valid_ratio=0.2, kfold=0, group_col=None):
+    df = read_label_csv(label_csv, config.EMO_RULE[emo_rule])
+    if group_col and group_col not in df.columns:
+        raise DataError(f"--group_col '{group_col}' is not a column of '{label_csv}' ({list(df.columns)})")
+    small = df["discrete"].value_counts()
+    need = kfold if kfold else 2
+    if small.min() < need:
+        raise DataError(f"class '{small.idxmin()}' has {small.min()} samples in '{label_csv}'; a stratified "
+                        f"split needs at least {need}")
+    written = []
+    if kfold:
+        for k, (tr, va) in enumerate(kfold_splits(df, kfold, seeds[0], group_col)):
+            path = os.path.join(out_dir, f"fold{k}.json")
+            write_split_json(path, _info(df.iloc[tr]), _info(df.iloc[va]))
+            written.append((path, len(tr), len(va)))
+    else:
+        for seed in seeds:
+            tr, va = holdout_split(df, valid_ratio, seed, group_col)
+            path = os.path.join(out_dir, f"seed{seed}.json")
+            write_split_json(path, _info(df.iloc[tr]), _info(df.iloc[va]))
+            written.append((path, len(tr), len(va)))
+    return written
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default=None, help="data set in config.DATASETS (gives label_csv, emo_rule, group)")
+    p.add_argument("--label_csv", default=None, help="label table name,discrete[,valence] (overrides --dataset)")
+    p.add_argument("--emo_rule", default=None)
+    p.add_argument("--out_dir", default=None, help="default: train_lst/<dataset>")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--valid_ratio", type=float, default=0.2)
+    p.add_argument("--kfold", type=int, default=0, help="write K stratified folds instead of seeded hold-outs")
+    p.add_argument("--group_col", default=None, help="keep groups (video, speaker, dialogue) on one side")
+    args = p.parse_args(argv)
+    ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
+    if args.dataset and not ds and not args.label_csv:
+        print(f"error: unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)})",
+              file=sys.stderr)
+        return 2
+    label_csv = args.label_csv or ds.get("label_csv")
+    emo_rule = args.emo_rule or ds.get("emo_rule")
+    if not label_csv or not emo_rule:
+        print("error: give --dataset, or --label_csv with --emo_rule", file=sys.stderr)
+        return 2
+    out_dir = args.out_dir or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset or "custom")
+    group_col = args.group_col or ds.get("group_col")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        written = build(label_csv, emo_rule, out_dir, seeds, args.valid_ratio, args.kfold, group_col)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path, ntr, nva in written:
+        print(f"{path}: {ntr} train, {nva} valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Convert the bc-LSTM release of CMU-MOSI (utterance-level text/audio/video features) to this project.
+
+    python preprocess/mosi_bclstm.py --src ../shared/data/mosi-bclstm [--out features/mosi]
+
+Input (the publisher's layout): ``{text,audio,video}/<mod>_{train,test}0.csv`` (features then a 0/1 label,
+rows of one split in the same order across modalities), ``text_{train,test}.csv`` (column 0: the row of
+the utterance in ``transcripts.csv``), ``transcripts.csv`` (utterance id ``<video>_<index>``, transcript).
+
+Output (under --out): one ``.npy`` per utterance for each of ``mosi-bclstm-{text,audio,video}`` (100, 73
+and 100 dims, registered in config.py), ``train_labels.csv`` (name, discrete, valence, video, order),
+``test.csv`` and ``test_labels.csv`` (the official speaker-independent test split), ``transcripts.csv``
+(name, text). Labels: 0 -> negative, 1 -> positive. Then build validation splits that keep videos whole:
+``python preprocess/build_splits.py --dataset mosi``.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+import _paths  # noqa: F401
+import config
+from toolkit.files import DataError
+
+MODALITIES = {"text": 100, "audio": 73, "video": 100}
+LABELS = config.EMO_RULE["MOSI"]
+
+
+def _read(path, header=None):
+    if not os.path.isfile(path):
+        raise DataError(f"'{path}' is missing: --src must be the mosi-bclstm folder (text/, audio/, video/, "
+                        "text_train.csv, text_test.csv, transcripts.csv)")
+    return pd.read_csv(path, header=header)
+
+
+def load_split(src, split, transcripts):
+    """Names, labels and per-modality feature matrices of one official split."""
+    index = _read(os.path.join(src, f"text_{split}.csv"))
+    rows = index[0].to_numpy()
+    if rows.max() >= len(transcripts) or rows.min() < 0:
+        raise DataError(f"text_{split}.csv points at rows outside transcripts.csv ({len(transcripts)} rows)")
+    names = transcripts.iloc[rows, 0].astype(str).tolist()
+    feats, labels = {}, None
+    for mod, dim in MODALITIES.items():
+        df = _read(os.path.join(src, mod, f"{mod}_{split}0.csv"))
+        if df.shape != (len(names), dim + 1):
+            raise DataError(f"{mod}/{mod}_{split}0.csv has shape {df.shape}; expected ({len(names)}, {dim + 1}) "
+                            f"({dim} features and a label per utterance of text_{split}.csv)")
+        lab = df.iloc[:, -1].to_numpy().astype(int)
+        if labels is None:
+            labels = lab
+        elif not np.array_equal(labels, lab):
+            raise DataError(f"labels of {mod}_{split}0.csv disagree with the text file's: rows out of order?")
+        x = df.iloc[:, :-1].to_numpy(dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise DataError(f"{mod}/{mod}_{split}0.csv holds NaN or Inf values")
+        feats[mod] = x
+    if not set(np.unique(labels)) <= {0, 1}:
+        raise DataError(f"labels of split {split} are not 0/1: {sorted(set(labels))}")
+    return names, labels, feats
+
+
+def convert(src, out):
+    t0 = time.time()
+    transcripts = _read(os.path.join(src, "transcripts.csv"))
+    tables = {}
+    for split in ("train", "test"):
+        names, labels, feats = load_split(src, split, transcripts)
+        for mod, x in feats.items():
+            d = os.path.join(out, f"mosi-bclstm-{mod}")
+            os.makedirs(d, exist_ok=True)
+            for name, row in zip(names, x):
+                np.save(os.path.join(d, name + ".npy"), row)
+        video = [n.rsplit("_", 1)[0] for n in names]
+        order = [int(n.rsplit("_", 1)[1]) for n in names]
+        tables[split] = pd.DataFrame({"name": names, "discrete": [LABELS[k] for k in labels], "valence": 0.0,
+                                      "video": video, "order": order})
+    overlap = set(tables["train"].video) & set(tables["test"].video)
+    if overlap:
+        raise DataError(f"{len(overlap)} videos appear in both train and test: {sorted(overlap)[:5]}")
+    os.makedirs(out, exist_ok=True)
+    tables["train"].to_csv(os.path.join(out, "train_labels.csv"), index=False)
+    tables["test"][["name"]].to_csv(os.path.join(out, "test.csv"), index=False)
+    tables["test"].to_csv(os.path.join(out, "test_labels.csv"), index=False)
+    pd.DataFrame({"name": transcripts[0].astype(str), "text": transcripts[1].astype(str)}).to_csv(
+        os.path.join(out, "transcripts.csv"), index=False)
+    for split, t in tables.items():
+        print(f"{split}: {len(t)} utterances from {t.video.nunique()} videos; "
+              + ", ".join(f"{k} {v}" for k, v in t.discrete.value_counts().items()))
+    print(f"wrote {out} in {time.time() - t0:.1f}s")
+    return tables
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="your copy of the mosi-bclstm folder")
+    p.add_argument("--out", default=os.path.join(config.FEATURE_ROOT, "mosi"))
+    args = p.parse_args(argv)
+    try:
+        convert(args.src, args.out)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny seeded feature folders registered into config for the duration of a test."""
+
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (REPO, os.path.join(REPO, "preprocess"), os.path.join(REPO, "bench")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import config  # noqa: E402
+
+SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
+CLASSES = ["neutral", "angry", "happy"]
+
+
+def make_tiny(root, n=150, seed=0):
+    """A 3-class problem with a known answer.
+
+    ``tiny-signal`` (8-d): class prototype + small noise (linearly separable); ``tiny-noise`` (5-d): pure
+    noise; ``tiny-au`` (T x 4, T in 3..12): the class shows as a constant offset on one channel.
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"s{i:04d}" for i in range(n)]
+    y = rng.integers(0, 3, n)
+    protos = rng.normal(0, 3, (3, 8))
+    feats = {"tiny-signal": (protos[y] + rng.normal(0, 0.5, (n, 8))).astype(np.float32),
+             "tiny-noise": rng.normal(0, 1, (n, 5)).astype(np.float32)}
+    for f, x in feats.items():
+        os.makedirs(os.path.join(root, f), exist_ok=True)
+        for name, row in zip(names, x):
+            np.save(os.path.join(root, f, name + ".npy"), row)
+    os.makedirs(os.path.join(root, "tiny-au"), exist_ok=True)
+    for name, k in zip(names, y):
+        t = int(rng.integers(3, 13))
+        seq = rng.normal(0, 0.3, (t, 4)).astype(np.float32)
+        seq[:, k] += 2.0
+        np.save(os.path.join(root, "tiny-au", name + ".npy"), seq)
+    labels = pd.DataFrame({"name": names, "discrete": [CLASSES[k] for k in y], "valence": 0.0})
+    return names, y, labels
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """Registers tiny-signal/tiny-noise (text, audio) and tiny-au (frame-level) plus a 'tiny' data set."""
+    root = tmp_path / "features"
+    names, y, labels = make_tiny(str(root))
+    monkeypatch.setattr(config, "CACHE_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setattr(config, "PATH_TO_TRAIN_LST", str(tmp_path / "train_lst"))
+    monkeypatch.setitem(config.EMO_RULE, "TINY", CLASSES)
+    monkeypatch.setitem(config.FEAT_TEXT_DICT, "tiny-signal", [8, str(root / "tiny-signal")])
+    monkeypatch.setitem(config.FEAT_AUDIO_DICT, "tiny-noise", [5, str(root / "tiny-noise")])
+    monkeypatch.setitem(config.FEAT_AU_DICT, "tiny-au", [4, str(root / "tiny-au")])
+    train = labels.iloc[:120]
+    test = labels.iloc[120:]
+    train.to_csv(tmp_path / "labels.csv", index=False)
+    test[["name"]].to_csv(tmp_path / "test.csv", index=False)
+    test.to_csv(tmp_path / "test_labels.csv", index=False)
+    monkeypatch.setitem(config.DATASETS, "tiny", {
+        "emo_rule": "TINY", "label_csv": str(tmp_path / "labels.csv"), "test_csv": str(tmp_path / "test.csv"),
+        "test_label_csv": str(tmp_path / "test_labels.csv"), "unlabeled_csv": None, "unlabeled_truth": None,
+        "teacher_dir": None, "group_col": None})
+    import build_splits
+    build_splits.build(str(tmp_path / "labels.csv"), "TINY", str(tmp_path / "train_lst" / "tiny"), seeds=(0, 1))
+
+    class Env:
+        pass
+
+    env = Env()
+    env.tmp, env.root, env.names, env.y, env.labels = tmp_path, root, names, y, labels
+    return env
+
+
+def train_args(env, *extra):
+    """Parsed train.py arguments for the tiny data set."""
+    from train import build_parser
+    return build_parser().parse_args([
+        "--dataset", "tiny", "--seed", "0", "--feat", "tiny-signal,tiny-noise", "--epochs", "8", "--lr", "3e-3",
+        "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--save_root", str(env.tmp / "saved"),
+        "--quiet", "--device", "cpu", "--num_workers", "2", *extra])

@@ -1,0 +1,37 @@
+"""Metrics against hand-computed values; device selection."""
+
+import pytest
+import torch
+
+from toolkit.metrics import emotion_metrics, format_confusion, full_report
+from toolkit.utils import parse_feat_list, resolve_device
+
+
+def test_accuracy_and_weighted_f1_by_hand():
+    labels = [0, 0, 0, 1, 1, 2]
+    preds = [0, 0, 1, 1, 2, 2]
+    # class 0: P=1, R=2/3, F1=0.8 (support 3); class 1: P=1/2, R=1/2, F1=0.5 (2); class 2: P=1/2, R=1, F1=2/3 (1)
+    m = emotion_metrics(labels, preds)
+    assert m["acc"] == pytest.approx(4 / 6)
+    assert m["f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    text, cm = full_report(labels, preds, ["a", "b", "c"])
+    assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert "truth" in format_confusion(cm, ["a", "b", "c"])
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda:1" if torch.cuda.is_available() else "cpu"
+    assert str(resolve_device("auto", gpu=1)) == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown --device"):
+        resolve_device("tpu")
+
+
+def test_feature_list_syntaxes():
+    assert parse_feat_list("['a', 'b']") == ["a", "b"]
+    assert parse_feat_list("a, b,c") == ["a", "b", "c"]
+    with pytest.raises(ValueError):
+        parse_feat_list("[1, 2]")

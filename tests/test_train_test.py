@@ -1,0 +1,114 @@
+"""train.py and test.py end to end on the tiny data set with a known answer."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import test as test_script
+import train as train_script
+from conftest import CLASSES, train_args
+from toolkit import trainer
+from toolkit.trainer import evaluate_run, train
+
+
+def test_training_learns_the_known_answer_and_writes_the_run_folder(tiny, capsys):
+    summary = train(train_args(tiny, "--test"))
+    run = summary["run_dir"]
+    for f in ("args.yaml", "metrics.csv", "best.pth", "valid_pred.csv", "loss.png", "metrics.png", "train.log",
+              "summary.json", "test_pred.csv", "test_metrics.json"):
+        assert os.path.isfile(os.path.join(run, f)), f
+    assert not os.path.exists(os.path.join(run, "last.pth"))
+    assert summary["valid_f1"] > 0.9 and summary["test_f1"] > 0.9
+    metrics = pd.read_csv(os.path.join(run, "metrics.csv"))
+    assert list(metrics.columns[:7]) == ["epoch", "train_loss", "valid_loss", "valid_acc", "valid_f1", "seconds",
+                                         "samples_per_s"]
+    assert len(metrics) == 8 and metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    assert metrics["valid_f1"].max() == pytest.approx(summary["valid_f1"])
+    out = capsys.readouterr().out
+    assert f"BEST: epoch:{summary['best_epoch']}, " in out and "f-score:" in out
+    pred = pd.read_csv(os.path.join(run, "valid_pred.csv"))
+    probs = pred[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert {"weight_tiny-signal", "weight_tiny-noise"} <= set(pred.columns)
+
+
+def test_same_seed_same_metrics(tiny):
+    a = train(train_args(tiny, "--run_name", "a", "--epochs", "3"))
+    b = train(train_args(tiny, "--run_name", "b", "--epochs", "3"))
+    ma = pd.read_csv(os.path.join(a["run_dir"], "metrics.csv"))
+    mb = pd.read_csv(os.path.join(b["run_dir"], "metrics.csv"))
+    cols = ["train_loss", "valid_loss", "valid_acc", "valid_f1"]
+    pd.testing.assert_frame_equal(ma[cols], mb[cols])
+    c = train(train_args(tiny, "--run_name", "c", "--epochs", "3", "--seed", "1"))
+    mc = pd.read_csv(os.path.join(c["run_dir"], "metrics.csv"))
+    assert not np.allclose(ma["train_loss"], mc["train_loss"])
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny, monkeypatch):
+    full = train(train_args(tiny, "--run_name", "full", "--epochs", "4"))
+    real = trainer.emotion_metrics
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "emotion_metrics", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_args(tiny, "--run_name", "cut", "--epochs", "4"))
+    run = os.path.join(os.path.dirname(full["run_dir"]), "cut")
+    assert os.path.isfile(os.path.join(run, "last.pth")) and not os.path.exists(os.path.join(run, "summary.json"))
+    assert len(pd.read_csv(os.path.join(run, "metrics.csv"))) == 2  # finished epochs are on disk
+    monkeypatch.setattr(trainer, "emotion_metrics", real)
+    resumed = train(train_args(tiny, "--run_name", "cut", "--epochs", "4", "--resume"))
+    a = pd.read_csv(os.path.join(full["run_dir"], "metrics.csv"))
+    b = pd.read_csv(os.path.join(run, "metrics.csv"))
+    cols = ["train_loss", "valid_loss", "valid_f1"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert resumed["valid_f1"] == pytest.approx(full["valid_f1"])
+
+
+def test_frame_level_feature_trains(tiny):
+    s = train(train_args(tiny, "--feat", "tiny-au", "--epochs", "6", "--max_len", "8", "--seq_dim", "16",
+                         "--seq_heads", "2", "--run_name", "au"))
+    assert s["valid_f1"] > 0.8
+
+
+def test_test_script_writes_probabilities_report_and_confusion_png(tiny, capsys):
+    s = train(train_args(tiny))
+    out = str(tiny.tmp / "preds" / "test_pred.csv")
+    rc = test_script.main(["--run", s["run_dir"], "--names", str(tiny.tmp / "test.csv"),
+                           "--labels", str(tiny.tmp / "test_labels.csv"), "--out", out, "--device", "cpu"])
+    assert rc == 0
+    pred = pd.read_csv(out)
+    assert len(pred) == 30 and np.allclose(pred[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-4)
+    assert os.path.isfile(str(tiny.tmp / "preds" / "test_pred_confusion.png"))
+    printed = capsys.readouterr().out
+    assert "TEST: acc:" in printed and "precision" in printed and "truth \\ pred" in printed
+    res = evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), str(tiny.tmp / "test_labels.csv"), device="cpu")
+    acc = (pred["pred"] == pred["label"]).mean()
+    assert res["acc"] == pytest.approx(acc) and int(res["confusion"].sum()) == 30
+    # names only: probabilities without metrics
+    res = evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), device="cpu")
+    assert "acc" not in res and len(res["predictions"]) == 30
+
+
+def test_cli_reports_bad_input_clearly(tiny, capsys):
+    args = ["--dataset", "tiny", "--feat", "tiny-signal", "--epochs", "1", "--save_root", str(tiny.tmp / "s"),
+            "--quiet"]
+    assert train_script.main(args + ["--seed", "7"]) == 2
+    assert "build_splits.py" in capsys.readouterr().err
+    assert train_script.main(["--dataset", "nowhere", "--feat", "tiny-signal"]) == 2
+    assert "config.DATASETS" in capsys.readouterr().err
+    assert train_script.main(args + ["--feat", "ghost-feature"]) == 2
+    assert "'ghost-feature' is not registered in config.py" in capsys.readouterr().err
+    bad_split = tiny.tmp / "bad.json"
+    bad_split.write_text(json.dumps({"train_info": {"names": ["s0000"], "emos": ["furious"]},
+                                     "valid_info": {"names": ["s0001"], "emos": ["happy"]}}))
+    assert train_script.main(args + ["--split", str(bad_split)]) == 2
+    assert "'furious' x1" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""Readers and writers of the project's file formats (see README, "File formats").
+
+* label table: CSV ``name,discrete[,valence]`` (extra columns, e.g. a dialogue id, are kept)
+* name list: CSV with a ``name`` column
+* split list: JSON ``{"train_info": {"names", "emos", "vals"}, "valid_info": {...}}``
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Bad user input: the message names the file or value and says how to fix it."""
+
+
+def _preview(items, k=5):
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:k])
+    more = f" (and {len(items) - k} more)" if len(items) > k else ""
+    return f"{shown}{more}"
+
+
+def read_names_csv(path):
+    """Names from a CSV with a ``name`` column (other columns are ignored)."""
+    if not os.path.isfile(path):
+        raise DataError(f"name list '{path}' does not exist")
+    df = pd.read_csv(path, dtype={"name": str})
+    if "name" not in df.columns:
+        raise DataError(f"'{path}' has no 'name' column (columns: {list(df.columns)}); "
+                        "a name list is a CSV whose header includes 'name'")
+    names = df["name"].astype(str).tolist()
+    dup = pd.Series(names)[pd.Series(names).duplicated()].unique()
+    if len(dup):
+        raise DataError(f"'{path}' lists {len(dup)} names more than once: {_preview(dup)}")
+    return names
+
+
+def check_labels(emos, emo_rule, source):
+    """Raise if any label is outside the label set, naming the values and their count."""
+    allowed = set(emo_rule)
+    bad = [e for e in emos if e not in allowed]
+    if bad:
+        counts = pd.Series(bad).value_counts()
+        listing = ", ".join(f"'{k}' x{v}" for k, v in counts.head(5).items())
+        raise DataError(
+            f"{len(bad)} labels in {source} are not in the label set {emo_rule}: {listing}"
+            + (f" (and {len(counts) - 5} more values)" if len(counts) > 5 else "")
+            + ". Fix the labels or pick the right --emo_rule (config.EMO_RULE)."
+        )
+
+
+def read_label_csv(path, emo_rule=None):
+    """A label table as a DataFrame with at least ``name``, ``discrete`` and ``valence`` columns.
+
+    Labels are lower-cased and stripped; with ``emo_rule`` every label is checked against the set.
+    A missing ``valence`` column is filled with 0.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"label table '{path}' does not exist")
+    df = pd.read_csv(path, dtype={"name": str})
+    for col in ("name", "discrete"):
+        if col not in df.columns:
+            raise DataError(f"label table '{path}' has no '{col}' column (columns: {list(df.columns)}); "
+                            "expected name,discrete[,valence]")
+    df["name"] = df["name"].astype(str)
+    df["discrete"] = df["discrete"].astype(str).str.strip().str.lower()
+    if "valence" not in df.columns:
+        df["valence"] = 0.0
+    dup = df["name"][df["name"].duplicated()].unique()
+    if len(dup):
+        raise DataError(f"label table '{path}' lists {len(dup)} names more than once: {_preview(dup)}")
+    if emo_rule is not None:
+        check_labels(df["discrete"].tolist(), emo_rule, f"'{path}'")
+    return df
+
+
+def write_split_json(path, train_info, valid_info, extra=None):
+    """Write a split list; each info is a dict with ``names``, ``emos`` and ``vals`` lists."""
+    doc = {"train_info": _clean_info(train_info), "valid_info": _clean_info(valid_info)}
+    if extra:
+        doc.update(extra)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _clean_info(info):
+    out = {
+        "names": [str(n) for n in info["names"]],
+        "emos": [str(e) for e in info["emos"]],
+        "vals": [float(v) for v in info.get("vals", [0.0] * len(info["names"]))],
+    }
+    for key, value in info.items():  # keep optional per-sample columns (weights, sources, ...)
+        if key not in out:
+            out[key] = [v.item() if isinstance(v, np.generic) else v for v in value]
+    if not (len(out["names"]) == len(out["emos"]) == len(out["vals"])):
+        raise DataError("split info has names, emos and vals of different lengths")
+    return out
+
+
+def read_split_json(path, emo_rule=None):
+    """Read and check a split list; returns the dict with ``train_info`` and ``valid_info``."""
+    if not os.path.isfile(path):
+        raise DataError(f"split list '{path}' does not exist; build it with "
+                        "`python preprocess/build_splits.py --dataset <name>`")
+    with open(path) as f:
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"split list '{path}' is not valid JSON: {e}") from e
+    for part in ("train_info", "valid_info"):
+        if part not in doc:
+            raise DataError(f"split list '{path}' has no '{part}' (keys: {list(doc)})")
+        info = doc[part]
+        for key in ("names", "emos"):
+            if key not in info:
+                raise DataError(f"'{part}' in '{path}' has no '{key}' list")
+        info.setdefault("vals", [0.0] * len(info["names"]))
+        if not (len(info["names"]) == len(info["emos"]) == len(info["vals"])):
+            raise DataError(f"'{part}' in '{path}' has names, emos and vals of different lengths")
+        info["emos"] = [str(e).strip().lower() for e in info["emos"]]
+        if emo_rule is not None:
+            check_labels(info["emos"], emo_rule, f"'{part}' of '{path}'")
+    overlap = set(doc["train_info"]["names"]) & set(doc["valid_info"]["names"])
+    if overlap:
+        raise DataError(f"split list '{path}' has {len(overlap)} names in both train and valid: "
+                        f"{_preview(sorted(overlap))}")
+    return doc

@@ -1,0 +1,320 @@
+"""Training and prediction behind train.py and test.py.
+
+A run folder holds everything needed to inspect or rebuild a run:
+
+* ``args.yaml``: the resolved arguments (command line over model-tune.yaml defaults)
+* ``metrics.csv``: one row per epoch (train loss, valid loss, accuracy, weighted F1, seconds, samples/s)
+* ``best.pth``: the state dict of the best epoch (by validation weighted F1) and the config that rebuilds it
+* ``last.pth``: model, optimiser and RNG state after the last finished epoch, while the run is unfinished
+  (``--resume`` continues from it; it is removed when the run completes)
+* ``valid_pred.csv``: validation predictions of the best epoch (name, label, pred, prob_<class>...)
+* ``loss.png``, ``metrics.png``, ``train.log``; with ``--test``: ``test_pred.csv``, ``test_metrics.json``
+"""
+
+import datetime
+import json
+import os
+import resource
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from tqdm import tqdm
+
+import config
+from dataloader import SampleSet, load_features
+from models import create_model, load_model_config
+from toolkit.files import DataError, read_label_csv, read_names_csv, read_split_json
+from toolkit.metrics import emotion_metrics, format_confusion, full_report
+from toolkit.plots import plot_confusion, plot_curves
+from toolkit.utils import count_parameters, get_logger, parse_feat_list, resolve_device, set_seed
+
+# hyperparameters that may come from model-tune.yaml and be overridden on the command line
+MODEL_HPARAMS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
+                 "grad_clip")
+
+
+def resolve_model_config(args):
+    """model-tune.yaml defaults of ``args.model`` overridden by command-line values that were given."""
+    cfg = load_model_config(args.model)
+    for key in MODEL_HPARAMS:
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def run_dir_for(args):
+    if args.run_name:
+        name = args.run_name
+    elif args.save_as_time:
+        name = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+    else:
+        name = "run"
+    return os.path.join(args.save_root, args.dataset, f"seed{args.seed}", args.model, name)
+
+
+def split_path_for(args):
+    return args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")
+
+
+@torch.no_grad()
+def predict(model, samples, batch_size=512):
+    """Class probabilities ``(N, C)`` and, where the model gives them, expert weights ``(N, E)``."""
+    model.eval()
+    probs, weights, losses, counts = [], [], [], []
+    for batch in samples.iter_batches(batch_size):
+        out = model(batch["feats"], batch["masks"])
+        probs.append(out["logits"].float().softmax(-1).cpu())
+        if out.get("expert_weights") is not None:
+            weights.append(out["expert_weights"].float().cpu())
+        if batch["labels"] is not None:
+            losses.append(float(model.loss(out, batch["labels"])) * len(batch["idx"]))
+            counts.append(len(batch["idx"]))
+    probs = torch.cat(probs).numpy()
+    weights = torch.cat(weights).numpy() if weights else None
+    loss = sum(losses) / sum(counts) if counts else float("nan")
+    return probs, weights, loss
+
+
+def prediction_frame(names, probs, class_names, labels=None, expert_weights=None, feat_names=None):
+    df = pd.DataFrame({"name": names})
+    if labels is not None:
+        df["label"] = [class_names[i] for i in labels]
+    df["pred"] = [class_names[i] for i in probs.argmax(1)]
+    for j, c in enumerate(class_names):
+        df[f"prob_{c}"] = probs[:, j]
+    if expert_weights is not None and feat_names is not None and expert_weights.shape[1] == len(feat_names):
+        for j, f in enumerate(feat_names):
+            df[f"weight_{f}"] = expert_weights[:, j]
+    return df
+
+
+def save_checkpoint(path, model, meta):
+    tmp = path + ".tmp"
+    torch.save({"state_dict": model.state_dict(), "model": model.model_name, "model_config": model.config,
+                **meta}, tmp)
+    os.replace(tmp, path)
+
+
+def load_run(run_dir, device="cpu"):
+    """Rebuild the best model of a run folder; returns ``(model, checkpoint dict)``."""
+    path = os.path.join(run_dir, "best.pth")
+    if not os.path.isfile(path):
+        raise DataError(f"run folder '{run_dir}' has no best.pth; is it a finished train.py run?")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = dict(ckpt["model_config"])
+    model = create_model(ckpt["model"], **cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt
+
+
+def _peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(args):
+    """Train one run as described by ``args`` (see train.py); returns a summary dict."""
+    args.feat = parse_feat_list(args.feat)
+    if args.dataset not in config.DATASETS and not args.split:
+        raise DataError(f"unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
+                        "register it there or give --split")
+    ds_cfg = config.DATASETS.get(args.dataset, {})
+    args.emo_rule = args.emo_rule or ds_cfg.get("emo_rule", "MER")
+    if args.emo_rule not in config.EMO_RULE:
+        raise DataError(f"unknown --emo_rule '{args.emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
+    class_names = config.EMO_RULE[args.emo_rule]
+    device = resolve_device(args.device, args.gpu)
+
+    run_dir = run_dir_for(args)
+    os.makedirs(run_dir, exist_ok=True)
+    log = get_logger("mer.train", os.path.join(run_dir, "train.log"))
+    log.info(f"run folder {run_dir}; device {device}")
+
+    model_cfg = resolve_model_config(args)
+    for key, value in model_cfg.items():
+        setattr(args, key, value)
+    args.split = split_path_for(args)
+    args_dict = {k: v for k, v in vars(args).items()}
+    with open(os.path.join(run_dir, "args.yaml"), "w") as f:
+        yaml.safe_dump(args_dict, f, sort_keys=True)
+
+    t0 = time.time()
+    split = read_split_json(args.split, class_names)
+    cidx = {c: i for i, c in enumerate(class_names)}
+    train_info, valid_info = split["train_info"], split["valid_info"]
+    log.info(f"split {args.split}: {len(train_info['names'])} train, {len(valid_info['names'])} valid")
+    stores = load_features(args.feat, num_workers=args.num_workers, mmap=args.mmap, logger=log,
+                           progress=not args.quiet)
+    max_len = model_cfg.get("max_len")
+    train_set = SampleSet(stores, train_info["names"], [cidx[e] for e in train_info["emos"]],
+                          weights=train_info.get("weights"), max_len=max_len, device=device,
+                          source=f"train_info of {args.split}")
+    valid_set = SampleSet(stores, valid_info["names"], [cidx[e] for e in valid_info["emos"]],
+                          max_len=max_len, device=device, source=f"valid_info of {args.split}")
+    log.info(f"data ready in {time.time() - t0:.2f}s: features {args.feat} dims {train_set.feat_dims}")
+
+    set_seed(args.seed)
+    model = create_model(args.model, train_set.feat_dims, train_set.frame_level, len(class_names),
+                         **model_cfg).to(device)
+    if args.model_pretrain:
+        state = torch.load(args.model_pretrain, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        log.info(f"initialised from {args.model_pretrain}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.l2)
+    log.info(f"model {args.model}: {count_parameters(model):,} parameters; {model_cfg}")
+
+    history, best, start_epoch = [], None, 0
+    last_path = os.path.join(run_dir, "last.pth")
+    summary_path = os.path.join(run_dir, "summary.json")
+    if args.resume and not os.path.isfile(last_path) and os.path.isfile(summary_path):
+        log.info(f"--resume: {run_dir} is already complete; nothing to do")
+        with open(summary_path) as f:
+            return json.load(f)
+    if os.path.isfile(summary_path):
+        os.remove(summary_path)  # a rerun replaces the old result; never leave a stale one beside new files
+    if args.resume and os.path.isfile(last_path):
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+        log.info(f"resumed from {last_path} after epoch {start_epoch}")
+
+    meta = {"feat": args.feat, "emo_rule": args.emo_rule, "class_names": class_names, "seed": args.seed,
+            "dataset": args.dataset}
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        t_epoch = time.time()
+        losses, seen = 0.0, 0
+        batches = train_set.iter_batches(args.batch_size, shuffle=True, seed=args.seed * 100003 + epoch)
+        for batch in tqdm(batches, total=train_set.num_batches(args.batch_size), desc=f"epoch {epoch + 1}",
+                          leave=False, disable=args.quiet):
+            out = model(batch["feats"], batch["masks"])
+            loss = model.loss(out, batch["labels"], batch["weights"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if model.grad_clip > 0:
+                torch.nn.utils.clip_grad_value_(model.parameters(), model.grad_clip)
+            optimizer.step()
+            losses += float(loss.detach()) * len(batch["idx"])
+            seen += len(batch["idx"])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.time() - t_epoch
+        probs, weights, valid_loss = predict(model, valid_set, args.batch_size)
+        labels = valid_set.labels.cpu().numpy()
+        m = emotion_metrics(labels, probs.argmax(1))
+        row = {"epoch": epoch + 1, "train_loss": losses / seen, "valid_loss": valid_loss, "valid_acc": m["acc"],
+               "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
+               "lr": optimizer.param_groups[0]["lr"]}
+        history.append(row)
+        improved = best is None or row["valid_f1"] > best["valid_f1"]
+        if improved:
+            best = dict(row)
+            save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
+                                                                       "valid_f1": m["f1"]})
+            prediction_frame(valid_set.names, probs, class_names, labels, weights, args.feat).to_csv(
+                os.path.join(run_dir, "valid_pred.csv"), index=False, float_format="%.6f")
+        pd.DataFrame(history).to_csv(os.path.join(run_dir, "metrics.csv"), index=False, float_format="%.6f")
+        torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1},
+                   last_path + ".tmp")
+        os.replace(last_path + ".tmp", last_path)
+        log.info(f"epoch {epoch + 1}/{args.epochs} train loss {row['train_loss']:.4f} | valid loss "
+                 f"{valid_loss:.4f} acc {m['acc']:.4f} F1 {m['f1']:.4f} | {row['seconds']:.2f}s "
+                 f"{row['samples_per_s']:.0f} samples/s{'  *best*' if improved else ''}")
+
+    if os.path.isfile(last_path):  # the run is complete: the resume state is no longer needed
+        os.remove(last_path)
+    metrics = pd.DataFrame(history)
+    plot_curves(metrics, os.path.join(run_dir, "loss.png"), os.path.join(run_dir, "metrics.png"))
+    summary = {"run_dir": run_dir, "best_epoch": int(best["epoch"]), "valid_loss": best["valid_loss"],
+               "valid_acc": best["valid_acc"], "valid_f1": best["valid_f1"],
+               "samples_per_s": float(metrics["samples_per_s"].mean()), "parameters": count_parameters(model),
+               "peak_memory_mb": _peak_memory_mb(device), "device": str(device)}
+    log.info(f"mean train throughput {summary['samples_per_s']:.0f} samples/s on {device}; "
+             f"peak memory {summary['peak_memory_mb']:.0f} MB")
+
+    if args.test:
+        summary.update(evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_len))
+    with open(summary_path, "w") as f:
+        json.dump(summary, f, indent=1)
+    best_line = (f"BEST: epoch:{best['epoch']:.0f}, loss:{best['valid_loss']:.4f}, "
+                 f"acc:{best['valid_acc']:.4f}, f-score:{best['valid_f1']:.4f}")
+    log.info(best_line)
+    print(best_line, flush=True)
+    return summary
+
+
+def evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_len):
+    """Score the best checkpoint on the data set's test list (labels used for scoring only)."""
+    test_csv = args.test_csv or ds_cfg.get("test_csv")
+    label_csv = args.test_label_csv or ds_cfg.get("test_label_csv")
+    if not test_csv:
+        raise DataError(f"--test needs a test list: data set '{args.dataset}' has no test_csv; give --test_csv")
+    names = read_names_csv(test_csv)
+    model, _ = load_run(run_dir, device)
+    samples = SampleSet(stores, names, max_len=max_len, device=device, source=f"'{test_csv}'")
+    probs, weights, _ = predict(model, samples, args.batch_size)
+    labels = None
+    out = {}
+    if label_csv and os.path.isfile(label_csv):
+        table = read_label_csv(label_csv, class_names).set_index("name")
+        missing = [n for n in names if n not in table.index]
+        if missing:
+            raise DataError(f"test labels '{label_csv}' lack {len(missing)} names of '{test_csv}'")
+        cidx = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([cidx[e] for e in table.loc[names, "discrete"]])
+        m = emotion_metrics(labels, probs.argmax(1))
+        out = {"test_acc": m["acc"], "test_f1": m["f1"]}
+        with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        line = f"TEST: acc:{m['acc']:.4f}, f-score:{m['f1']:.4f}"
+        log.info(line)
+        print(line, flush=True)
+    prediction_frame(names, probs, class_names, labels, weights, args.feat).to_csv(
+        os.path.join(run_dir, "test_pred.csv"), index=False, float_format="%.6f")
+    return out
+
+
+def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
+                 num_workers=4, log=None):
+    """test.py: class probabilities of a run's best model for a name list; metrics where labels are given."""
+    log = log or get_logger("mer.test")
+    device = resolve_device(device, gpu)
+    model, ckpt = load_run(run_dir, device)
+    class_names = ckpt["class_names"]
+    names = read_names_csv(names_csv)
+    stores = load_features(ckpt["feat"], num_workers=num_workers, logger=log)
+    samples = SampleSet(stores, names, max_len=ckpt["model_config"].get("max_len"), device=device,
+                        source=f"'{names_csv}'")
+    probs, weights, _ = predict(model, samples, batch_size)
+    labels, result = None, {"run_dir": run_dir, "n": len(names)}
+    if label_csv:
+        table = read_label_csv(label_csv, class_names).set_index("name")
+        missing = [n for n in names if n not in table.index]
+        if missing:
+            raise DataError(f"labels '{label_csv}' lack {len(missing)} names of '{names_csv}', e.g. {missing[:5]}")
+        cidx = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([cidx[e] for e in table.loc[names, "discrete"]])
+        preds = probs.argmax(1)
+        result.update(emotion_metrics(labels, preds))
+        report, cm = full_report(labels, preds, class_names)
+        result["report"], result["confusion"] = report, cm
+        result["confusion_text"] = format_confusion(cm, class_names)
+    df = prediction_frame(names, probs, class_names, labels, weights, ckpt["feat"])
+    if out_csv:
+        os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
+        df.to_csv(out_csv, index=False, float_format="%.6f")
+        if labels is not None:
+            png = os.path.splitext(out_csv)[0] + "_confusion.png"
+            plot_confusion(result["confusion"], class_names, png,
+                           title=f"acc {result['acc']:.3f}, weighted F1 {result['f1']:.3f}")
+            result["confusion_png"] = png
+    result["predictions"] = df
+    return result

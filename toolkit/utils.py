@@ -1,0 +1,74 @@
+"""Seeds, devices, logging and small parsing helpers shared by the scripts."""
+
+import ast
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and torch (CPU and CUDA) and ask cuDNN for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(device="auto", gpu=0):
+    """``auto`` picks CUDA (GPU ``gpu``) when available, else the CPU; ``cuda`` without one fails."""
+    device = str(device).lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; "
+                               "use --device cpu or --device auto")
+        if device == "cuda":
+            device = f"cuda:{gpu}"
+    elif device != "cpu":
+        raise ValueError(f"unknown --device '{device}': use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def parse_feat_list(text):
+    """``"['a','b']"`` (MRAC25 style), ``"a,b"`` or a list -> list of feature names."""
+    if isinstance(text, (list, tuple)):
+        return [str(t) for t in text]
+    text = str(text).strip()
+    if text.startswith("["):
+        value = ast.literal_eval(text)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"--feat must be a list of feature names, got {text}")
+        return list(value)
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def get_logger(name="mer", log_file=None, level=logging.INFO):
+    """A logger writing to stderr and, if given, to ``log_file``."""
+    logger = logging.getLogger(name)
+    logger.setLevel(level)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        fh = logging.FileHandler(log_file, mode="w")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
