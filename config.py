@@ -9,6 +9,7 @@ editing code:
 
 * ``MER_FEATURE_ROOT``: base folder of the feature folders and data sets (default ``<repo>/features``)
 * ``MER_CACHE_ROOT``: where packed feature arrays are cached (default ``<FEATURE_ROOT>/.cache``)
+* ``MER_TRAIN_LST``: where split lists are written and read (default ``<repo>/train_lst``)
 
 To add your own feature, add one line to the dictionary of its modality, e.g.::
 
@@ -22,7 +23,7 @@ import os
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 FEATURE_ROOT = os.environ.get("MER_FEATURE_ROOT", os.path.join(REPO_ROOT, "features"))
 CACHE_ROOT = os.environ.get("MER_CACHE_ROOT", os.path.join(FEATURE_ROOT, ".cache"))
-PATH_TO_TRAIN_LST = os.path.join(REPO_ROOT, "train_lst")
+PATH_TO_TRAIN_LST = os.environ.get("MER_TRAIN_LST", os.path.join(REPO_ROOT, "train_lst"))
 SAVE_ROOT = os.path.join(REPO_ROOT, "saved")
 MODEL_TUNE_YAML = os.path.join(REPO_ROOT, "models", "model-tune.yaml")
 

@@ -37,7 +37,9 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--gpu", type=int, default=0, help="CUDA device index")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--mmap", action="store_true", help="memory-map packed features instead of loading them")
+    p.add_argument("--feat_norm", default="standard", choices=["standard", "none"],
+                   help="z-score each feature with the training list's statistics (stored in the checkpoint)")
+    p.add_argument("--mmap", action="store_true", help="read batches from the memory-mapped packs instead of copying the split into memory")
     p.add_argument("--test", action="store_true", help="score the best checkpoint on the data set's test list")
     p.add_argument("--test_csv", default=None, help="test name list (default: the data set's)")
     p.add_argument("--test_label_csv", default=None, help="test labels, for scoring only (default: the data set's)")
@@ -51,6 +53,8 @@ def build_parser():
     g.add_argument("--seq_heads", type=int, default=None)
     g.add_argument("--seq_dim", type=int, default=None, help="width inside a frame-level sequence encoder")
     g.add_argument("--max_len", type=int, default=None, help="frames kept per frame-level sequence")
+    g.add_argument("--expert_dropout", type=float, default=None, help="drop whole experts while training")
+    g.add_argument("--input_noise", type=float, default=None, help="Gaussian noise on standardised inputs")
     g.add_argument("--grad_clip", type=float, default=None)
     return p
 

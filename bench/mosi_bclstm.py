@@ -18,10 +18,10 @@ import _paths  # noqa: F401
 import config
 from train import build_parser
 from toolkit.trainer import train
+from toolkit.utils import load_script
 
-sys.path.insert(0, os.path.join(_paths.REPO_ROOT, "preprocess"))
-import build_splits  # noqa: E402
-import mosi_bclstm  # noqa: E402
+build_splits = load_script("preprocess/build_splits.py")
+mosi_bclstm = load_script("preprocess/mosi_bclstm.py")
 
 FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
 
@@ -36,6 +36,9 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--hidden_dim", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--expert_dropout", type=float, default=0.0)
+    p.add_argument("--l2", type=float, default=1e-5)
+    p.add_argument("--input_noise", type=float, default=0.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
     p.add_argument("--reconvert", action="store_true", help="convert the release again")
@@ -53,6 +56,7 @@ def main(argv=None):
             "--dataset", "mosi", "--seed", str(seed), "--feat", ",".join(FEATS), "--model", args.model,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch_size", str(args.batch_size),
             "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,
+            "--expert_dropout", str(args.expert_dropout), "--l2", str(args.l2), "--input_noise", str(args.input_noise),
             "--save_root", args.save_root, "--test", "--quiet"])
         summary = train(targs)
         accs.append(summary["test_acc"])

@@ -12,10 +12,14 @@ from toolkit.files import DataError
 
 
 class SampleSet:
-    """Samples ``names`` over feature ``stores``, with optional labels and per-sample loss weights."""
+    """Samples ``names`` over feature ``stores``, with optional labels and per-sample loss weights.
+
+    Utterance-level features of the list are copied into one tensor per feature on ``device``; with
+    ``mmap=True`` they stay in the memory-mapped pack and each batch is read from it (for data sets larger
+    than memory)."""
 
     def __init__(self, stores, names, labels=None, weights=None, max_len=None, device="cpu",
-                 source="the name list"):
+                 source="the name list", mmap=False):
         self.stores = stores
         self.names = list(names)
         if not self.names:
@@ -28,7 +32,7 @@ class SampleSet:
         # utterance features: one gather for the whole list, kept on the device
         self._dense = []
         for store, rows in zip(stores, self.rows):
-            if store.frame_level:
+            if store.frame_level or mmap:
                 self._dense.append(None)
             else:
                 x, _ = store.gather(rows)
@@ -49,6 +53,21 @@ class SampleSet:
     def frame_level(self):
         return [s.frame_level for s in self.stores]
 
+    def feature_stats(self):
+        """Per-feature ``(mean, std)`` over this list (frame-level: over real frames), as CPU tensors."""
+        stats = []
+        for store, rows, dense in zip(self.stores, self.rows, self._dense):
+            if dense is not None:
+                x = dense.double()
+            elif not store.frame_level:
+                x = torch.from_numpy(np.asarray(store.data[np.sort(rows)], dtype=np.float64))
+            else:
+                lens = store.lengths(rows)
+                idx = np.concatenate([np.arange(s, s + n) for s, n in zip(store.offsets[rows], lens)])
+                x = torch.from_numpy(np.asarray(store.data[idx], dtype=np.float64))
+            stats.append((x.mean(0).float().cpu(), x.std(0, unbiased=False).float().cpu()))
+        return stats
+
     def batch(self, idx):
         """Batch of positions ``idx`` (into this list): dict with feats, masks, labels, weights, idx."""
         idx_np = np.asarray(idx, dtype=np.int64)
@@ -61,7 +80,7 @@ class SampleSet:
             else:
                 x, m = store.gather(rows[idx_np], self.max_len)
                 feats.append(torch.from_numpy(x).to(self.device, non_blocking=True))
-                masks.append(torch.from_numpy(m).to(self.device, non_blocking=True))
+                masks.append(None if m is None else torch.from_numpy(m).to(self.device, non_blocking=True))
         out = {"feats": feats, "masks": masks, "idx": idx_np}
         out["labels"] = None if self.labels is None else self.labels.index_select(0, idx_t)
         out["weights"] = None if self.weights is None else self.weights.index_select(0, idx_t)

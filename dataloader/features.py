@@ -8,13 +8,16 @@ A feature folder ``root/<name>.npy`` is packed into ``<cache>/<feature>-<hash of
 * ``meta.json``: dim, dtype, frame level, and a fingerprint of the source folder (file names, sizes
   and modification times); a changed fingerprint rebuilds the pack.
 
-Every file is checked while packing: unreadable files, wrong shapes and NaN/Inf values stop the run
-with an error that names the files and the fix.
+Every file is checked while packing: unreadable files (pickles included), wrong shapes and NaN/Inf
+values stop the run with an error that names the files and the fix. Packs are opened memory-mapped, so
+opening one costs nothing; ``SampleSet`` copies the rows a list needs into memory unless asked not to.
 """
 
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,9 +53,38 @@ def _fingerprint(entries):
     return h.hexdigest()
 
 
+_HEADER = re.compile(rb"\{'descr': '([<>|=]?[a-z]\d+)', 'fortran_order': (True|False), 'shape': \(([\d, ]*)\), \}")
+
+
+def read_npy(path):
+    """Read a ``.npy`` file without pickles, fast: one read, the usual header parsed by a regular expression
+    (anything unusual goes through numpy's own parser), the data viewed with ``np.frombuffer``."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    if buf[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file")
+    major = buf[6]
+    if major == 1:
+        hlen, start = int.from_bytes(buf[8:10], "little"), 10
+    elif major in (2, 3):
+        hlen, start = int.from_bytes(buf[8:12], "little"), 12
+    else:
+        raise ValueError(f"unknown .npy format version {major}")
+    m = _HEADER.match(buf, start, start + hlen)
+    if m is None:  # unusual header: numpy's parser (which refuses pickled object arrays)
+        return np.load(io.BytesIO(buf), allow_pickle=False)
+    dtype = np.dtype(m.group(1).decode())
+    shape = tuple(int(x) for x in m.group(3).split(b",") if x.strip())
+    count = int(np.prod(shape)) if shape else 1
+    if len(buf) - (start + hlen) < count * dtype.itemsize:
+        raise ValueError(f"file is truncated (shape {shape}, {dtype})")
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=start + hlen)
+    return arr.reshape(shape, order="F" if m.group(2) == b"True" else "C")
+
+
 def _read_one(path):
     try:
-        return np.load(path, allow_pickle=False), None
+        return read_npy(path), None
     except Exception as e:  # unreadable, truncated, or a pickle
         return None, f"{type(e).__name__}: {e}"
 
@@ -120,9 +152,8 @@ def cache_dir_for(name, root, cache_root=None):
     return os.path.join(cache_root, f"{name}-{key}")
 
 
-def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, mmap=False,
-                 logger=None, progress=True):
-    """Load feature ``name`` from ``root`` through its packed cache, (re)building the cache if needed."""
+def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, logger=None, progress=True):
+    """Open feature ``name`` from ``root`` through its packed cache (memory-mapped), (re)building it if needed."""
     t0 = time.time()
     entries = _scan_folder(root)
     if not entries:
@@ -136,7 +167,7 @@ def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, m
             meta = json.load(f)
         if (meta.get("fingerprint") == fp and meta.get("dim") == dim and meta.get("version") == CACHE_VERSION
                 and meta.get("frame_level") == frame_level):
-            store = _open_pack(name, cdir, meta, mmap, root)
+            store = _open_pack(name, cdir, meta, root)
             if logger:
                 logger.info(f"feature {name}: {len(store)} samples x {dim} from cache {cdir} "
                             f"({time.time() - t0:.2f}s)")
@@ -165,8 +196,8 @@ def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, m
             if not ok:
                 errors["shape"].append(f"{fname} {tuple(arr.shape)}")
                 continue
-            if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-                errors["nonfinite"].append(fname)
+            if arr.dtype.kind not in "fiub":
+                errors["unreadable"].append(f"{fname} (dtype {arr.dtype} is not numeric)")
                 continue
             arrays[i] = arr
     _raise_pack_errors(name, root, dim, frame_level, len(entries), errors)
@@ -176,14 +207,24 @@ def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, m
     tmp = cdir + f".tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
+    lens = np.array([a.shape[0] if frame_level else 1 for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    shape = (int(offsets[-1]), dim) if frame_level else (len(arrays), dim)
+    data = np.lib.format.open_memmap(os.path.join(tmp, "data.npy"), mode="w+", dtype=dtype, shape=shape)
+    for i, a in enumerate(arrays):  # written straight into the pack, no intermediate copy
+        data[offsets[i]:offsets[i + 1]] = a
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        sample_of_row = np.repeat(np.arange(len(arrays)), lens)
+        bad = sorted({names[k] + ".npy" for k in sample_of_row[~finite]})
+        del data
+        shutil.rmtree(tmp, ignore_errors=True)
+        errors["nonfinite"] = bad
+        _raise_pack_errors(name, root, dim, frame_level, len(entries), errors)
+    data.flush()
+    del data, arrays
     if frame_level:
-        lens = np.array([a.shape[0] for a in arrays], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lens)])
-        data = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
         np.save(os.path.join(tmp, "offsets.npy"), offsets)
-    else:
-        data = np.stack(arrays).astype(dtype, copy=False)
-    np.save(os.path.join(tmp, "data.npy"), data)
     with open(os.path.join(tmp, "names.json"), "w") as f:
         json.dump(names, f)
     meta = {"version": CACHE_VERSION, "feature": name, "root": os.path.abspath(root), "dim": dim,
@@ -192,7 +233,7 @@ def pack_feature(name, root, dim, frame_level, cache_root=None, num_workers=4, m
         json.dump(meta, f, indent=1)
     shutil.rmtree(cdir, ignore_errors=True)
     os.replace(tmp, cdir)
-    store = _open_pack(name, cdir, meta, mmap, root)
+    store = _open_pack(name, cdir, meta, root)
     if logger:
         logger.info(f"feature {name}: read {len(names)} files x {dim} from {root} in "
                     f"{time.time() - t0:.2f}s, packed to {cdir}")
@@ -220,8 +261,8 @@ def _raise_pack_errors(name, root, dim, frame_level, n_files, errors):
         raise DataError(f"feature '{name}' in '{root}': " + "; ".join(parts))
 
 
-def _open_pack(name, cdir, meta, mmap, root):
-    data = np.load(os.path.join(cdir, "data.npy"), mmap_mode="r" if mmap else None, allow_pickle=False)
+def _open_pack(name, cdir, meta, root):
+    data = np.load(os.path.join(cdir, "data.npy"), mmap_mode="r", allow_pickle=False)
     with open(os.path.join(cdir, "names.json")) as f:
         names = json.load(f)
     offsets = None
@@ -230,12 +271,12 @@ def _open_pack(name, cdir, meta, mmap, root):
     return FeatureStore(name, meta["dim"], meta["frame_level"], names, data, offsets, root)
 
 
-def load_features(feat_names, cache_root=None, num_workers=4, mmap=False, logger=None, progress=True):
-    """Packed stores for registered features (``config.FEAT_*_DICT``), in the order given."""
+def load_features(feat_names, cache_root=None, num_workers=4, logger=None, progress=True):
+    """Packed stores for registered features (``config.FEAT_*_DICT``), in the order given (memory-mapped)."""
     stores = []
     for feat in feat_names:
         modality, dim, root = config.find_feature(feat)
         frame_level = modality in config.FRAME_LEVEL_MODALITIES
         stores.append(pack_feature(feat, root, dim, frame_level, cache_root=cache_root,
-                                   num_workers=num_workers, mmap=mmap, logger=logger, progress=progress))
+                                   num_workers=num_workers, logger=logger, progress=progress))
     return stores

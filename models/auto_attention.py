@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from models import register_model
-from models.base import MERModel
+from models.base import MERModel, expert_keep_mask
 from models.modules import MLPEncoder, build_expert_encoder
 
 
@@ -14,18 +14,23 @@ class AutoAttention(MERModel):
     concatenated expert states gives one attention weight per expert; their weighted sum feeds a linear head.
 
     ``att_norm='none'`` keeps MRAC25's raw linear weights; ``'softmax'`` normalises them per sample.
+    ``expert_dropout``: during training, each expert is dropped (its state zeroed, its weight removed) with
+    this probability per sample, at least one kept, so the model learns not to lean on any single input.
     """
 
     def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, att_norm="softmax",
-                 seq_layers=2, seq_heads=4, seq_dim=64, max_len=32, grad_clip=-1.0):
+                 seq_layers=2, seq_heads=4, seq_dim=64, max_len=32, expert_dropout=0.0, input_noise=0.0,
+                 grad_clip=-1.0):
         super().__init__(feat_dims=feat_dims, frame_level=frame_level, num_classes=num_classes,
                          hidden_dim=hidden_dim, dropout=dropout, att_norm=att_norm, seq_layers=seq_layers,
-                         seq_heads=seq_heads, seq_dim=seq_dim, max_len=max_len, grad_clip=grad_clip)
+                         seq_heads=seq_heads, seq_dim=seq_dim, max_len=max_len, expert_dropout=expert_dropout,
+                         input_noise=input_noise, grad_clip=grad_clip)
         if att_norm not in ("softmax", "none"):
             raise ValueError(f"att_norm must be 'softmax' or 'none', got '{att_norm}'")
         if len(feat_dims) != len(frame_level) or not feat_dims:
             raise ValueError("feat_dims and frame_level must be non-empty lists of the same length")
         self.att_norm = att_norm
+        self.expert_dropout = float(expert_dropout)
         self.encoders = nn.ModuleList(
             build_expert_encoder(d, fl, hidden_dim, dropout, seq_layers, seq_heads, max_len, seq_dim)
             for d, fl in zip(feat_dims, frame_level)
@@ -35,12 +40,18 @@ class AutoAttention(MERModel):
         self.fc_att = nn.Linear(hidden_dim, n)
         self.fc_out = nn.Linear(hidden_dim, num_classes)
 
-    def forward(self, feats, masks=None):
-        masks = masks or [None] * len(feats)
+    def fuse(self, feats, masks):
         hiddens = [enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)]
+        keep = None
+        if self.training and self.expert_dropout > 0 and len(hiddens) > 1:
+            keep = expert_keep_mask(hiddens[0].shape[0], len(hiddens), self.expert_dropout, hiddens[0].device)
+            hiddens = [h * keep[:, i:i + 1] for i, h in enumerate(hiddens)]
         att = self.fc_att(self.attention_mlp(torch.cat(hiddens, dim=1)))  # (B, n)
         if self.att_norm == "softmax":
+            att = att.masked_fill(~keep, float("-inf")) if keep is not None else att
             att = att.softmax(dim=-1)
+        elif keep is not None:
+            att = att * keep
         stacked = torch.stack(hiddens, dim=2)  # (B, hidden, n)
         fused = torch.bmm(stacked, att.unsqueeze(2)).squeeze(2)  # (B, hidden)
         return {"logits": self.fc_out(fused), "hidden": fused, "expert_weights": att}

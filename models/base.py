@@ -1,11 +1,53 @@
-"""Common behaviour of registered models: the checkpoint config and the default loss."""
+"""Common behaviour of registered models: input standardisation, the checkpoint config, the default loss."""
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+class InputNorm(nn.Module):
+    """Per-feature z-scoring with statistics of the training list, kept as buffers (so in the checkpoint).
+
+    Until ``fit`` is called the statistics are the identity (mean 0, std 1)."""
+
+    def __init__(self, feat_dims):
+        super().__init__()
+        self.n = len(feat_dims)
+        for i, d in enumerate(feat_dims):
+            self.register_buffer(f"mean{i}", torch.zeros(d))
+            self.register_buffer(f"std{i}", torch.ones(d))
+
+    @torch.no_grad()
+    def fit(self, stats):
+        """``stats``: one ``(mean, std)`` pair of 1-d tensors per feature; tiny stds are floored."""
+        for i, (mean, std) in enumerate(stats):
+            getattr(self, f"mean{i}").copy_(mean)
+            getattr(self, f"std{i}").copy_(std.clamp_min(1e-3 * max(float(std.max()), 1e-6)))
+
+    def forward(self, feats, masks):
+        out = []
+        for i, (x, m) in enumerate(zip(feats, masks)):
+            x = (x - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
+            if m is not None:  # keep padded frames at zero
+                x = x * m.unsqueeze(-1)
+            out.append(x)
+        return out
+
+
+def expert_keep_mask(batch_size, n_experts, p, device, generator=None):
+    """Bool ``(B, n_experts)``: each expert dropped with probability ``p`` per sample, at least one kept."""
+    keep = torch.rand(batch_size, n_experts, device=device, generator=generator) >= p
+    none = ~keep.any(1)
+    if none.any():
+        pick = torch.randint(0, n_experts, (int(none.sum()),), device=device, generator=generator)
+        keep[none.nonzero(as_tuple=True)[0], pick] = True
+    return keep
+
+
 class MERModel(nn.Module):
-    """Base class: stores the constructor arguments so a checkpoint can rebuild the model."""
+    """Base class. Subclasses implement ``fuse(feats, masks) -> dict(logits=..., ...)``; ``forward``
+    standardises the inputs first and, while training, adds Gaussian noise of std ``input_noise`` (a config
+    key, 0 = off). The constructor arguments are kept so a checkpoint can rebuild the model."""
 
     model_name = None
 
@@ -13,6 +55,19 @@ class MERModel(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.grad_clip = float(config.get("grad_clip", -1.0))
+        self.input_norm = InputNorm(config["feat_dims"])
+
+    def forward(self, feats, masks=None):
+        masks = list(masks) if masks is not None else [None] * len(feats)
+        feats = self.input_norm(feats, masks)
+        noise = float(self.config.get("input_noise", 0.0))
+        if self.training and noise > 0:  # Gaussian feature noise, in standardised units, training only
+            feats = [x + noise * torch.randn_like(x) * (1 if m is None else m.unsqueeze(-1))
+                     for x, m in zip(feats, masks)]
+        return self.fuse(feats, masks)
+
+    def fuse(self, feats, masks):
+        raise NotImplementedError
 
     def loss(self, out, labels, weights=None):
         """Cross-entropy of ``out['logits']``; ``weights`` (B,) scales each sample (pseudo-labels)."""

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (REPO, os.path.join(REPO, "preprocess"), os.path.join(REPO, "bench")):
+for p in (REPO, os.path.join(REPO, "preprocess")):
     if p not in sys.path:
         sys.path.insert(0, p)
 

@@ -6,7 +6,6 @@ import time
 import numpy as np
 import pytest
 
-import config
 from dataloader import SampleSet, load_features, pack_feature
 from toolkit.files import DataError
 
@@ -97,13 +96,37 @@ def test_frame_level_padding_mask_and_even_subsampling(tmp_path):
     np.testing.assert_array_equal(x[1], seqs["long"][[0, 2, 4, 6, 8]])  # evenly spaced frames
 
 
-def test_mmap_gives_the_same_values(tiny):
-    a = load_features(["tiny-signal", "tiny-au"])
-    b = load_features(["tiny-signal", "tiny-au"], mmap=True)
-    rows = a[0].rows(tiny.names[:7])
-    np.testing.assert_array_equal(a[0].gather(rows)[0], b[0].gather(rows)[0])
-    np.testing.assert_array_equal(a[1].gather(rows, 8)[0], b[1].gather(rows, 8)[0])
-    assert isinstance(b[0].data, np.memmap)
+def test_mmap_sample_set_reads_batches_from_the_pack_with_the_same_values(tiny):
+    stores = load_features(["tiny-signal", "tiny-au"])
+    assert isinstance(stores[0].data, np.memmap)  # packs open memory-mapped: no load cost
+    ram = SampleSet(stores, tiny.names[:20], tiny.y[:20], max_len=8)
+    mapped = SampleSet(stores, tiny.names[:20], tiny.y[:20], max_len=8, mmap=True)
+    assert mapped._dense[0] is None and ram._dense[0] is not None
+    a, b = ram.batch([3, 1, 7]), mapped.batch([3, 1, 7])
+    for x, y in zip(a["feats"], b["feats"]):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    for (m1, s1), (m2, s2) in zip(ram.feature_stats(), mapped.feature_stats()):
+        assert np.allclose(m1, m2) and np.allclose(s1, s2)
+
+
+def test_fast_reader_matches_numpy_on_every_layout(tmp_path):
+    from dataloader.features import read_npy
+    rng = np.random.default_rng(0)
+    cases = {"f32": rng.normal(size=7).astype(np.float32), "f16": rng.normal(size=(3, 5)).astype(np.float16),
+             "f64": rng.normal(size=(1, 4)), "big": rng.normal(size=3).astype(">f4"),
+             "fortran": np.asfortranarray(rng.normal(size=(4, 3)).astype(np.float32)),
+             "int": np.arange(6, dtype=np.int16), "scalar": np.float32(3.5)}
+    for name, arr in cases.items():
+        path = str(tmp_path / f"{name}.npy")
+        np.save(path, arr)
+        got = read_npy(path)
+        np.testing.assert_array_equal(got, np.load(path))
+        assert got.dtype == np.load(path).dtype and got.shape == np.load(path).shape
+    with open(tmp_path / "f32.npy", "rb") as f:
+        data = f.read()
+    (tmp_path / "cut.npy").write_bytes(data[:-8])
+    with pytest.raises(ValueError, match="truncated"):
+        read_npy(str(tmp_path / "cut.npy"))
 
 
 def test_batches_cover_every_sample_once_in_a_seeded_order(tiny):

@@ -64,3 +64,34 @@ def test_sequence_encoder_ignores_padding():
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a[1:], c, atol=1e-5)
     with pytest.raises(ValueError, match="max_len"):
         enc(torch.randn(1, 21, 4))
+
+
+def test_expert_dropout_removes_whole_experts_only_while_training():
+    from models.base import expert_keep_mask
+    g = torch.Generator().manual_seed(0)
+    keep = expert_keep_mask(1000, 3, 0.9, "cpu", generator=g)
+    # kept share: (1 - p) + p^3 / 3 (a sample that lost all three gets one back)
+    assert keep.any(1).all() and abs(float(keep.float().mean()) - (0.1 + 0.9 ** 3 / 3)) < 0.03
+    torch.manual_seed(0)
+    feats, masks = _batch()
+    model = create_model("auto_attention", [12, 7, 4], [False, False, True], 6, hidden_dim=16, seq_dim=8,
+                         seq_heads=2, expert_dropout=0.6)
+    model.train()
+    w = model(feats, masks)["expert_weights"]
+    assert torch.allclose(w.sum(1), torch.ones(5), atol=1e-6) and (w == 0).any()
+    model.eval()
+    w = model(feats, masks)["expert_weights"]
+    assert (w > 0).all()
+
+
+def test_input_noise_only_while_training():
+    torch.manual_seed(0)
+    feats, masks = _batch()
+    model = create_model("auto_attention", [12, 7, 4], [False, False, True], 6, hidden_dim=16, seq_dim=8,
+                         seq_heads=2, dropout=0.0, input_noise=0.5)
+    model.eval()
+    a, b = model(feats, masks)["logits"], model(feats, masks)["logits"]
+    assert torch.equal(a, b)
+    model.train()
+    c, d = model(feats, masks)["logits"], model(feats, masks)["logits"]
+    assert not torch.allclose(c, d) and torch.isfinite(c).all()

@@ -112,3 +112,23 @@ def test_cli_reports_bad_input_clearly(tiny, capsys):
                                      "valid_info": {"names": ["s0001"], "emos": ["happy"]}}))
     assert train_script.main(args + ["--split", str(bad_split)]) == 2
     assert "'furious' x1" in capsys.readouterr().err
+
+
+def test_feature_standardisation_is_fitted_on_train_and_saved_in_the_checkpoint(tiny):
+    import torch
+
+    from dataloader import SampleSet, load_features
+    from toolkit.files import read_split_json
+    s = train(train_args(tiny, "--epochs", "2", "--run_name", "norm"))
+    ckpt = torch.load(os.path.join(s["run_dir"], "best.pth"), weights_only=True)
+    split = read_split_json(str(tiny.tmp / "train_lst" / "tiny" / "seed0.json"))
+    train_names = split["train_info"]["names"]
+    x = load_features(["tiny-signal"])[0]
+    ref = x.gather(x.rows(train_names))[0]
+    assert torch.allclose(ckpt["state_dict"]["input_norm.mean0"], torch.tensor(ref.mean(0)), atol=1e-5)
+    assert torch.allclose(ckpt["state_dict"]["input_norm.std0"], torch.tensor(ref.std(0)), atol=1e-5)
+    raw = train(train_args(tiny, "--epochs", "2", "--run_name", "raw", "--feat_norm", "none"))
+    ckpt = torch.load(os.path.join(raw["run_dir"], "best.pth"), weights_only=True)
+    assert (ckpt["state_dict"]["input_norm.std0"] == 1).all()
+    au = SampleSet(load_features(["tiny-au"]), train_names).feature_stats()[0]
+    assert au[0].shape == (4,) and torch.isfinite(au[1]).all()

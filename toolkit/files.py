@@ -131,3 +131,13 @@ def read_split_json(path, emo_rule=None):
         raise DataError(f"split list '{path}' has {len(overlap)} names in both train and valid: "
                         f"{_preview(sorted(overlap))}")
     return doc
+
+
+def label_indices(label_csv, names, class_names, source="the name list"):
+    """Class index of each of ``names`` from a label table; every name must be in it."""
+    table = read_label_csv(label_csv, class_names).set_index("name")
+    missing = [n for n in names if n not in table.index]
+    if missing:
+        raise DataError(f"labels '{label_csv}' lack {len(missing)} names of {source}: {_preview(missing)}")
+    cidx = {c: i for i, c in enumerate(class_names)}
+    return np.array([cidx[e] for e in table.loc[list(names), "discrete"]], dtype=np.int64)

@@ -17,7 +17,6 @@ import os
 import resource
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -26,14 +25,14 @@ from tqdm import tqdm
 import config
 from dataloader import SampleSet, load_features
 from models import create_model, load_model_config
-from toolkit.files import DataError, read_label_csv, read_names_csv, read_split_json
+from toolkit.files import DataError, label_indices, read_names_csv, read_split_json
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
 from toolkit.plots import plot_confusion, plot_curves
 from toolkit.utils import count_parameters, get_logger, parse_feat_list, resolve_device, set_seed
 
 # hyperparameters that may come from model-tune.yaml and be overridden on the command line
 MODEL_HPARAMS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
-                 "grad_clip")
+                 "expert_dropout", "input_noise", "grad_clip")
 
 
 def resolve_model_config(args):
@@ -148,19 +147,21 @@ def train(args):
     cidx = {c: i for i, c in enumerate(class_names)}
     train_info, valid_info = split["train_info"], split["valid_info"]
     log.info(f"split {args.split}: {len(train_info['names'])} train, {len(valid_info['names'])} valid")
-    stores = load_features(args.feat, num_workers=args.num_workers, mmap=args.mmap, logger=log,
-                           progress=not args.quiet)
+    stores = load_features(args.feat, num_workers=args.num_workers, logger=log, progress=not args.quiet)
     max_len = model_cfg.get("max_len")
     train_set = SampleSet(stores, train_info["names"], [cidx[e] for e in train_info["emos"]],
                           weights=train_info.get("weights"), max_len=max_len, device=device,
-                          source=f"train_info of {args.split}")
+                          source=f"train_info of {args.split}", mmap=args.mmap)
     valid_set = SampleSet(stores, valid_info["names"], [cidx[e] for e in valid_info["emos"]],
-                          max_len=max_len, device=device, source=f"valid_info of {args.split}")
+                          max_len=max_len, device=device, source=f"valid_info of {args.split}", mmap=args.mmap)
     log.info(f"data ready in {time.time() - t0:.2f}s: features {args.feat} dims {train_set.feat_dims}")
 
     set_seed(args.seed)
     model = create_model(args.model, train_set.feat_dims, train_set.frame_level, len(class_names),
                          **model_cfg).to(device)
+    if args.feat_norm == "standard":
+        model.input_norm.fit(train_set.feature_stats())
+        log.info("inputs standardised with the training list's per-dimension mean and std")
     if args.model_pretrain:
         state = torch.load(args.model_pretrain, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -178,10 +179,12 @@ def train(args):
     if os.path.isfile(summary_path):
         os.remove(summary_path)  # a rerun replaces the old result; never leave a stale one beside new files
     if args.resume and os.path.isfile(last_path):
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
         log.info(f"resumed from {last_path} after epoch {start_epoch}")
 
@@ -213,7 +216,9 @@ def train(args):
                "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
                "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        improved = best is None or row["valid_f1"] > best["valid_f1"]
+        # best epoch: highest validation weighted F1; on a tie, the lower validation loss
+        improved = best is None or row["valid_f1"] > best["valid_f1"] or (
+            row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
         if improved:
             best = dict(row)
             save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
@@ -222,7 +227,8 @@ def train(args):
                 os.path.join(run_dir, "valid_pred.csv"), index=False, float_format="%.6f")
         pd.DataFrame(history).to_csv(os.path.join(run_dir, "metrics.csv"), index=False, float_format="%.6f")
         torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1},
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1,
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                    last_path + ".tmp")
         os.replace(last_path + ".tmp", last_path)
         log.info(f"epoch {epoch + 1}/{args.epochs} train loss {row['train_loss']:.4f} | valid loss "
@@ -264,12 +270,7 @@ def evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_l
     labels = None
     out = {}
     if label_csv and os.path.isfile(label_csv):
-        table = read_label_csv(label_csv, class_names).set_index("name")
-        missing = [n for n in names if n not in table.index]
-        if missing:
-            raise DataError(f"test labels '{label_csv}' lack {len(missing)} names of '{test_csv}'")
-        cidx = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([cidx[e] for e in table.loc[names, "discrete"]])
+        labels = label_indices(label_csv, names, class_names, f"'{test_csv}'")
         m = emotion_metrics(labels, probs.argmax(1))
         out = {"test_acc": m["acc"], "test_f1": m["f1"]}
         with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
@@ -296,12 +297,7 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     probs, weights, _ = predict(model, samples, batch_size)
     labels, result = None, {"run_dir": run_dir, "n": len(names)}
     if label_csv:
-        table = read_label_csv(label_csv, class_names).set_index("name")
-        missing = [n for n in names if n not in table.index]
-        if missing:
-            raise DataError(f"labels '{label_csv}' lack {len(missing)} names of '{names_csv}', e.g. {missing[:5]}")
-        cidx = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([cidx[e] for e in table.loc[names, "discrete"]])
+        labels = label_indices(label_csv, names, class_names, f"'{names_csv}'")
         preds = probs.argmax(1)
         result.update(emotion_metrics(labels, preds))
         report, cm = full_report(labels, preds, class_names)

@@ -1,0 +1,73 @@
+"""The shell entry points, run as a user runs them, on a small demo in a scratch folder."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feat")
+    env = dict(os.environ, MER_FEATURE_ROOT=str(root), MER_TRAIN_LST=str(root / "train_lst"), PYTHON=sys.executable)
+    run = dict(cwd=REPO, env=env, capture_output=True, text=True)
+    for cmd in (["preprocess/make_demo.py", "--n_train", "150", "--n_unlabeled", "30", "--n_test", "60"],
+                ["preprocess/build_splits.py", "--dataset", "demo", "--seeds", "0,1"]):
+        r = subprocess.run([sys.executable, *cmd], **run)
+        assert r.returncode == 0, r.stderr
+    return root, env
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_run_eval_unimodal_trains_each_feature_over_seeds_and_tabulates(small_demo):
+    root, env = small_demo
+    env = dict(env, FEATS="demo-vlm-scores demo-hubert-large-UTT", SEEDS="0 1", EPOCHS="3",
+               SAVE_ROOT=str(root / "saved"), DEVICE="cpu")
+    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = pd.read_csv(root / "saved" / "summary.csv")
+    assert set(table["experiment"]) == {"demo-vlm-scores", "demo-hubert-large-UTT"}
+    assert (table["seeds"] == 2).all() and table["test_f1_mean"].between(0, 1).all()
+    assert "| demo-" in r.stdout
+    # a failing run stops the script with a message naming it
+    env["FEATS"] = "no-such-feature"
+    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "feature=no-such-feature seed=0" in r.stderr
+
+
+def test_train_cli_lists_models_and_runs_on_the_demo(small_demo):
+    root, env = small_demo
+    r = subprocess.run([sys.executable, "train.py", "--list_models"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "auto_attention" in r.stdout.split()
+    r = subprocess.run([sys.executable, "train.py", "--dataset", "demo", "--seed", "1", "--epochs", "2", "--quiet",
+                        "--feat", "['demo-openface-au-FRM','demo-vlm-scores']", "--save_root", str(root / "cli"),
+                        "--device", "cpu", "--test"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("BEST: epoch:")
+    assert "feature demo-openface-au-FRM: read 240 files" in r.stderr
+
+
+def test_loader_benchmark_runs_and_prints_its_figure(tmp_path):
+    r = subprocess.run([sys.executable, "bench/loader_throughput.py", "--n", "300", "--batch_size", "64",
+                        "--num_workers", "0"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("speedup: ") and float(last.split()[-1]) > 0
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
+                    reason="shared MOSI data absent")
+def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
+    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
+    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "2",
+                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("mosi test accuracy: ") and 0.5 < float(last.split()[3]) <= 1
+    assert (tmp_path / "f" / "mosi" / "test_labels.csv").is_file()
