@@ -22,18 +22,20 @@ echo "== building splits (train_lst/demo)"
 echo "== checking registered features against the disk"
 "$PY" preprocess/check_feat_dim.py --dataset demo --feat $ALL_FEATS
 
-echo "== unimodal ablation: each feature alone (seeds: $SEEDS, $EPOCHS epochs)"
+echo "== unimodal ablation: each feature alone (seeds: $SEEDS, $EPOCHS epochs; log: $SAVE_ROOT/unimodal.log)"
 rm -rf "$SAVE_ROOT"
-PYTHON="$PY" FEATS="$ALL_FEATS" SEEDS="$SEEDS" EPOCHS="$EPOCHS" DEVICE="$DEVICE" SAVE_ROOT="$SAVE_ROOT" \
-  ./run_eval_unimodal.sh > /dev/null
+mkdir -p "$SAVE_ROOT"
+PYTHON="$PY" FEATS="$ALL_FEATS" SEEDS="$SEEDS" EPOCHS="$EPOCHS" DEVICE="$DEVICE" SAVE_ROOT="$SAVE_ROOT/unimodal" \
+  ./run_eval_unimodal.sh 2>"$SAVE_ROOT/unimodal.log" | grep -E "^(== feature|TEST:)"
 
-echo "== multimodal: auto_attention over all 8 features ($MM_EPOCHS epochs)"
+echo "== multimodal: auto_attention over all 8 features ($MM_EPOCHS epochs; log: $SAVE_ROOT/multimodal.log)"
 FEAT_LIST=$(printf "'%s'," $ALL_FEATS)
 for seed in $SEEDS; do
   "$PY" train.py --dataset demo --seed "$seed" --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 \
-    --batch_size 64 --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/multimodal-all" --test --quiet
+    --batch_size 64 --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" \
+    --test --quiet 2>>"$SAVE_ROOT/multimodal.log"
 done
 
 echo "== scores on the demo's test list (labels used only for scoring)"
-"$PY" eval_avg_performance.py --save_root "$SAVE_ROOT" --highlight multimodal-all
+"$PY" eval_avg_performance.py --save_root "$SAVE_ROOT/unimodal" --out "$SAVE_ROOT/summary" --highlight multimodal-all
 echo "== done in $(( $(date +%s) - start ))s; runs and plots in $SAVE_ROOT"

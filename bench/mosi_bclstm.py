@@ -36,9 +36,8 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--hidden_dim", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--expert_dropout", type=float, default=0.0)
     p.add_argument("--l2", type=float, default=1e-5)
-    p.add_argument("--input_noise", type=float, default=0.0)
+    p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0 --att_norm none\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
     p.add_argument("--reconvert", action="store_true", help="convert the release again")
@@ -56,8 +55,7 @@ def main(argv=None):
             "--dataset", "mosi", "--seed", str(seed), "--feat", ",".join(FEATS), "--model", args.model,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch_size", str(args.batch_size),
             "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,
-            "--expert_dropout", str(args.expert_dropout), "--l2", str(args.l2), "--input_noise", str(args.input_noise),
-            "--save_root", args.save_root, "--test", "--quiet"])
+            "--l2", str(args.l2), "--save_root", args.save_root, "--test", "--quiet", *args.extra.split()])
         summary = train(targs)
         accs.append(summary["test_acc"])
         f1s.append(summary["test_f1"])
