@@ -81,6 +81,9 @@ FEAT_AU_DICT = {
 # Knowledge from a vision-language model: per-emotion scores, description embeddings.
 FEAT_VLM_DICT = {
     "demo-vlm-scores": [6, _feat("demo", "demo-vlm-scores")],
+    # description embeddings, written by `python preprocess/vlm_features.py --dataset demo --teacher ...`
+    "demo-vlm-desc-tfidf": [64, _feat("demo", "demo-vlm-desc-tfidf")],
+    "demo-vlm-desc-minilm": [384, _feat("demo", "demo-vlm-desc-minilm")],
 }
 
 MODALITY_DICTS = {

@@ -56,6 +56,8 @@ def build_parser():
     g.add_argument("--expert_dropout", type=float, default=None, help="drop whole experts while training")
     g.add_argument("--input_noise", type=float, default=None, help="Gaussian noise on standardised inputs")
     g.add_argument("--grad_clip", type=float, default=None)
+    g.add_argument("--model_args", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="any other model hyperparameter, e.g. --model_args lambda_kl=0.2 lambda_con=0")
     return p
 
 
@@ -67,7 +69,7 @@ def main(argv=None):
         return 0
     try:
         train(args)
-    except (DataError, KeyError) as e:
+    except (DataError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     return 0

@@ -146,6 +146,25 @@ class FeatureStore:
         return x, mask
 
 
+class MissingFeature:
+    """Stands in for a feature absent at test time (a dropped expert): zeros of the right shape, every name
+    "present". The model must be told to drop the expert (``drop``), so these zeros are never used."""
+
+    def __init__(self, name, dim, frame_level):
+        self.name, self.dim, self.frame_level, self.root = name, dim, frame_level, None
+
+    def rows(self, names, source=None):
+        return np.zeros(len(names), dtype=np.int64)
+
+    def lengths(self, rows):
+        return np.ones(len(rows), dtype=np.int64)
+
+    def gather(self, rows, max_len=None):
+        if self.frame_level:
+            return np.zeros((len(rows), 1, self.dim), np.float32), np.zeros((len(rows), 1), bool)
+        return np.zeros((len(rows), self.dim), np.float32), None
+
+
 def cache_dir_for(name, root, cache_root=None):
     cache_root = cache_root or config.CACHE_ROOT
     key = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:10]

@@ -6,6 +6,7 @@ from ``forward(feats, masks)`` a dict with at least ``logits`` of shape ``(B, nu
 """
 
 import importlib
+import inspect
 import os
 import pkgutil
 
@@ -47,8 +48,13 @@ def load_model_config(name, path=None):
 def create_model(name, feat_dims, frame_level, num_classes, **hparams):
     if name not in MODEL_REGISTRY:
         raise KeyError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
-    return MODEL_REGISTRY[name](feat_dims=list(feat_dims), frame_level=list(frame_level),
-                                num_classes=num_classes, **hparams)
+    cls = MODEL_REGISTRY[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "feat_dims", "frame_level", "num_classes")]
+    unknown = sorted(set(hparams) - set(accepted))
+    if unknown:
+        raise ValueError(f"model '{name}' has no hyperparameter {', '.join(unknown)}; it takes: {', '.join(accepted)}")
+    return cls(feat_dims=list(feat_dims), frame_level=list(frame_level), num_classes=num_classes, **hparams)
 
 
 _import_all()

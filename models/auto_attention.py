@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 
 from models import register_model
-from models.base import MERModel, expert_keep_mask
-from models.modules import MLPEncoder, build_expert_encoder
+from models.base import MERModel
+from models.modules import MLPEncoder, build_encoders
 
 
 @register_model("auto_attention")
@@ -14,8 +14,8 @@ class AutoAttention(MERModel):
     concatenated expert states gives one attention weight per expert; their weighted sum feeds a linear head.
 
     ``att_norm='none'`` keeps MRAC25's raw linear weights; ``'softmax'`` normalises them per sample.
-    ``expert_dropout``: during training, each expert is dropped (its state zeroed, its weight removed) with
-    this probability per sample, at least one kept, so the model learns not to lean on any single input.
+    A dropped expert (``expert_dropout`` while training, ``drop`` at test time) has its state zeroed and its
+    attention weight removed.
     """
 
     def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, att_norm="softmax",
@@ -27,25 +27,16 @@ class AutoAttention(MERModel):
                          input_noise=input_noise, grad_clip=grad_clip)
         if att_norm not in ("softmax", "none"):
             raise ValueError(f"att_norm must be 'softmax' or 'none', got '{att_norm}'")
-        if len(feat_dims) != len(frame_level) or not feat_dims:
-            raise ValueError("feat_dims and frame_level must be non-empty lists of the same length")
         self.att_norm = att_norm
-        self.expert_dropout = float(expert_dropout)
-        self.encoders = nn.ModuleList(
-            build_expert_encoder(d, fl, hidden_dim, dropout, seq_layers, seq_heads, max_len, seq_dim)
-            for d, fl in zip(feat_dims, frame_level)
-        )
+        self.encoders = build_encoders(feat_dims, frame_level, hidden_dim, dropout, seq_layers, seq_heads, max_len,
+                                       seq_dim)
         n = len(feat_dims)
         self.attention_mlp = MLPEncoder(hidden_dim * n, hidden_dim, dropout)
         self.fc_att = nn.Linear(hidden_dim, n)
         self.fc_out = nn.Linear(hidden_dim, num_classes)
 
-    def fuse(self, feats, masks):
-        hiddens = [enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)]
-        keep = None
-        if self.training and self.expert_dropout > 0 and len(hiddens) > 1:
-            keep = expert_keep_mask(hiddens[0].shape[0], len(hiddens), self.expert_dropout, hiddens[0].device)
-            hiddens = [h * keep[:, i:i + 1] for i, h in enumerate(hiddens)]
+    def fuse(self, feats, masks, keep):
+        hiddens = self.apply_keep([enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)], keep)
         att = self.fc_att(self.attention_mlp(torch.cat(hiddens, dim=1)))  # (B, n)
         if self.att_norm == "softmax":
             att = att.masked_fill(~keep, float("-inf")) if keep is not None else att

@@ -45,9 +45,14 @@ def expert_keep_mask(batch_size, n_experts, p, device, generator=None):
 
 
 class MERModel(nn.Module):
-    """Base class. Subclasses implement ``fuse(feats, masks) -> dict(logits=..., ...)``; ``forward``
-    standardises the inputs first and, while training, adds Gaussian noise of std ``input_noise`` (a config
-    key, 0 = off). The constructor arguments are kept so a checkpoint can rebuild the model."""
+    """Base class of every registered model.
+
+    Subclasses implement ``fuse(feats, masks, keep) -> dict(logits=..., ...)``. ``forward`` first
+    standardises the inputs, adds Gaussian noise of std ``input_noise`` while training, and builds ``keep``,
+    a ``(B, n_experts)`` bool mask of the experts a sample may use: while training each expert is dropped
+    with probability ``expert_dropout`` (at least one kept); at any time ``drop`` (expert indices) removes
+    experts, e.g. a modality missing at test time. ``keep`` is None when every expert is in use.
+    The constructor arguments are kept so a checkpoint can rebuild the model."""
 
     model_name = None
 
@@ -55,23 +60,47 @@ class MERModel(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.grad_clip = float(config.get("grad_clip", -1.0))
+        self.expert_dropout = float(config.get("expert_dropout", 0.0))
+        self.input_noise = float(config.get("input_noise", 0.0))
+        self.n_experts = len(config["feat_dims"])
         self.input_norm = InputNorm(config["feat_dims"])
 
-    def forward(self, feats, masks=None):
+    def forward(self, feats, masks=None, drop=None):
         masks = list(masks) if masks is not None else [None] * len(feats)
         feats = self.input_norm(feats, masks)
-        noise = float(self.config.get("input_noise", 0.0))
-        if self.training and noise > 0:  # Gaussian feature noise, in standardised units, training only
-            feats = [x + noise * torch.randn_like(x) * (1 if m is None else m.unsqueeze(-1))
+        if self.training and self.input_noise > 0:  # Gaussian feature noise, in standardised units
+            feats = [x + self.input_noise * torch.randn_like(x) * (1 if m is None else m.unsqueeze(-1))
                      for x, m in zip(feats, masks)]
-        return self.fuse(feats, masks)
+        b, device = feats[0].shape[0], feats[0].device
+        keep = None
+        if self.training and self.expert_dropout > 0 and self.n_experts > 1:
+            keep = expert_keep_mask(b, self.n_experts, self.expert_dropout, device)
+        if drop:
+            bad = [i for i in drop if not 0 <= i < self.n_experts]
+            if bad or len(set(drop)) >= self.n_experts:
+                raise ValueError(f"cannot drop experts {sorted(drop)} of {self.n_experts}: keep at least one")
+            fixed = torch.ones(b, self.n_experts, dtype=torch.bool, device=device)
+            fixed[:, list(drop)] = False
+            keep = fixed if keep is None else (keep & fixed)
+            keep[~keep.any(1)] = fixed[~keep.any(1)]
+        return self.fuse(feats, masks, keep)
 
-    def fuse(self, feats, masks):
+    def fuse(self, feats, masks, keep):
         raise NotImplementedError
+
+    @staticmethod
+    def apply_keep(hiddens, keep):
+        """Zero the states of dropped experts."""
+        if keep is None:
+            return hiddens
+        return [h * keep[:, i:i + 1].to(h.dtype) for i, h in enumerate(hiddens)]
 
     def loss(self, out, labels, weights=None):
         """Cross-entropy of ``out['logits']``; ``weights`` (B,) scales each sample (pseudo-labels)."""
-        ce = F.cross_entropy(out["logits"], labels, reduction="none")
-        if weights is None:
-            return ce.mean()
-        return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
+        return weighted_mean(F.cross_entropy(out["logits"], labels, reduction="none"), weights)
+
+
+def weighted_mean(values, weights=None):
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp_min(1e-8)

@@ -58,3 +58,35 @@ def build_expert_encoder(in_dim, frame_level, hidden_dim, dropout, seq_layers=2,
     if frame_level:
         return SequenceEncoder(in_dim, hidden_dim, dropout, seq_layers, seq_heads, max_len, seq_dim)
     return MLPEncoder(in_dim, hidden_dim, dropout)
+
+
+def build_encoders(feat_dims, frame_level, hidden_dim, dropout, seq_layers=2, seq_heads=4, max_len=32, seq_dim=64):
+    """One expert encoder per feature, in a ModuleList sized by the selected features."""
+    if len(feat_dims) != len(frame_level) or not feat_dims:
+        raise ValueError("feat_dims and frame_level must be non-empty lists of the same length")
+    return nn.ModuleList(build_expert_encoder(d, fl, hidden_dim, dropout, seq_layers, seq_heads, max_len, seq_dim)
+                         for d, fl in zip(feat_dims, frame_level))
+
+
+def supervised_contrastive(z, labels, valid=None, temperature=0.1):
+    """Supervised contrastive loss (Khosla et al., 2020) over a set of embeddings.
+
+    ``z``: ``(M, D)`` L2-normalised; ``labels``: ``(M,)``; ``valid``: ``(M,)`` bool, embeddings to use.
+    Every other valid embedding with the same label is a positive of an anchor; anchors with no positive are
+    skipped. Returns the mean over anchors of minus the mean log-probability of their positives."""
+    if valid is not None:
+        z, labels = z[valid], labels[valid]
+    m = z.shape[0]
+    if m < 2:
+        return z.sum() * 0.0
+    sim = z @ z.t() / temperature
+    self_mask = torch.eye(m, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~self_mask
+    n_pos = pos.sum(1)
+    has = n_pos > 0
+    if not has.any():
+        return z.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
+    return -mean_log_prob.mean()

@@ -38,8 +38,9 @@ The generating process (a fair test bed: no single feature solves it)
 8. Teacher (a simulated VLM): correct with probability 0.55 / 0.72 / 0.86 when 1 / 2 / 3 modalities carry
    the emotion (about 70% overall); wrong answers lean towards neutral and worried (a known VLM bias).
    Confidence 0-5 is higher when it is right; scores are a softmax peaked on its label with some mass on the
-   truth; the description strings together cue phrases of the modalities it perceived. The per-emotion
-   scores are also the 'demo-vlm-scores' feature.
+   truth; the description strings together cue phrases that match its label (when it is wrong, a modality
+   carrying the emotion shows the true class's cue with probability 0.35). The per-emotion scores are also
+   the 'demo-vlm-scores' feature.
 """
 
 import argparse
@@ -54,6 +55,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import config  # noqa: E402
+from openface_au import AU_C, AU_R  # noqa: E402  (the OpenFace column layout, one definition)
 
 CLASSES = config.EMO_RULE["MER"]  # neutral, angry, happy, sad, worried, surprise
 PRIOR = {"neutral": 0.27, "angry": 0.19, "happy": 0.21, "sad": 0.15, "worried": 0.12, "surprise": 0.06}
@@ -76,10 +78,6 @@ FEATURES = {
 }
 LATENT_DIM, NUISANCE_DIM, LATENT_NOISE = 24, 8, 0.55
 CORRUPT_P = 0.06
-AU_R = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20",
-        "AU23", "AU25", "AU26", "AU45"]
-AU_C = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20",
-        "AU23", "AU25", "AU26", "AU28", "AU45"]
 AU_PATTERN = {
     "neutral": [],
     "angry": ["AU04", "AU05", "AU07", "AU23"],
@@ -91,6 +89,7 @@ AU_PATTERN = {
 AU_FIRE_P = 0.5  # each action unit of the class's pattern fires with this probability
 TEACHER_P_CORRECT = {1: 0.55, 2: 0.72, 3: 0.86}
 TEACHER_WRONG_BIAS = {"neutral": 2.0, "worried": 2.0, "angry": 1.0, "happy": 1.0, "sad": 1.0, "surprise": 0.7}
+TRUTH_CUE_P = 0.35  # a wrong teacher's description still shows the true cue of a carrying modality this often
 CONF_IF_RIGHT = [0.01, 0.03, 0.08, 0.18, 0.35, 0.35]
 CONF_IF_WRONG = [0.08, 0.17, 0.30, 0.25, 0.14, 0.06]
 CUES = {
@@ -163,7 +162,7 @@ def generate(n_train, n_unlabeled, n_test, seed=0):
         feats[fname] = x.astype(dtype)
 
     au = _au_sequences(rng, y, carries[:, 0], corrupted == "video")
-    teacher = _teacher(rng, names, y, carries)
+    teacher = _teacher(rng, names, y, carries, np.random.default_rng([seed, 1]))
     feats["demo-vlm-scores"] = np.array([[r["scores"][c] for c in CLASSES] for r in teacher], dtype=np.float32)
 
     table = pd.DataFrame({"name": names, "split": split, "discrete": [CLASSES[k] for k in y], "valence": valence,
@@ -203,8 +202,13 @@ def _au_sequences(rng, y, face_carries, face_corrupted):
     return seqs
 
 
-def _teacher(rng, names, y, carries):
-    """Simulated VLM answers in the teacher JSON Lines format."""
+def _teacher(rng, names, y, carries, cue_rng):
+    """Simulated VLM answers in the teacher JSON Lines format.
+
+    The description is consistent with the teacher's own judgment, as a VLM's reasoning is: its cue phrases
+    describe the label it gave; only when it is wrong does a modality that carries the emotion show the true
+    class's cue, with probability TRUTH_CUE_P (partial evidence it weighed wrongly). ``cue_rng`` draws that
+    choice, so the labels, scores and confidences do not depend on it."""
     records = []
     bias = np.array([TEACHER_WRONG_BIAS[c] for c in CLASSES])
     for name, k, carry in zip(names, y, carries):
@@ -224,7 +228,7 @@ def _teacher(rng, names, y, carries):
         scores = np.exp(logits) / np.exp(logits).sum()
         cues = []
         for j, m in enumerate(MODALITIES):
-            perceived = k if carry[j] else label
+            perceived = k if carry[j] and cue_rng.random() < TRUTH_CUE_P else label
             if carry[j] or rng.random() < 0.3:
                 cues.append(CUES[m][CLASSES[perceived]][int(rng.integers(0, 2))])
         desc = (f"The main speaker shows {'; '.join(cues)}. "

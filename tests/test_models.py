@@ -30,8 +30,11 @@ def test_every_model_forward_backward_is_finite(name):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
-    if out.get("expert_weights") is not None:
-        assert out["expert_weights"].shape == (5, 3)
+    w = out.get("expert_weights")
+    if w is not None:  # one weight per expert (+1 for a cross-modal expert), a distribution per sample
+        assert w.shape[0] == 5 and w.shape[1] in (3, 4)
+        if name == "moe" or cfg.get("att_norm") == "softmax":
+            assert torch.allclose(w.sum(1), torch.ones(5), atol=1e-5) and (w >= 0).all()
 
 
 def test_attention_weights_are_a_distribution_with_softmax_and_raw_without():
@@ -95,3 +98,8 @@ def test_input_noise_only_while_training():
     model.train()
     c, d = model(feats, masks)["logits"], model(feats, masks)["logits"]
     assert not torch.allclose(c, d) and torch.isfinite(c).all()
+
+
+def test_unknown_hyperparameter_is_named_with_the_accepted_ones():
+    with pytest.raises(ValueError, match="no hyperparameter att_norm; it takes: .*lambda_kl"):
+        create_model("moe", [3], [False], 2, att_norm="softmax")

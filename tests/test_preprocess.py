@@ -71,17 +71,20 @@ def test_demo_no_single_feature_solves_it_and_modalities_complement(demo):
 def test_written_demo_passes_the_feature_check_and_a_broken_file_fails_it(tmp_path):
     env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path))
     run = dict(cwd=REPO, env=env, capture_output=True, text=True)
-    r = subprocess.run([sys.executable, "preprocess/make_demo.py", "--out", str(tmp_path / "demo"), "--n_train", "60",
+    r = subprocess.run([sys.executable, "preprocess/make_demo.py", "--out", str(tmp_path / "demo"), "--n_train", "80",
                         "--n_unlabeled", "60", "--n_test", "30"], **run)
     assert r.returncode == 0, r.stderr
     assert "Teacher accuracy" in (tmp_path / "demo" / "README.md").read_text()
-    assert len(pd.read_csv(tmp_path / "demo" / "track1_train_disdim.csv")) == 60
+    assert len(pd.read_csv(tmp_path / "demo" / "track1_train_disdim.csv")) == 80
     with open(tmp_path / "demo" / "teachers" / "demo-vlm.jsonl") as f:
-        assert len([json.loads(line) for line in f]) == 150
-    feats = [f for f in config.all_features() if f.startswith("demo-")]
+        assert len([json.loads(line) for line in f]) == 170
+    r = subprocess.run([sys.executable, "preprocess/vlm_features.py", "--dataset", "demo", "--features", "desc", "--quiet",
+                        "--teacher", str(tmp_path / "demo" / "teachers" / "demo-vlm.jsonl")], **run)
+    assert r.returncode == 0, r.stderr
+    feats = [f for f in config.all_features() if f.startswith("demo-") and f != "demo-vlm-desc-minilm"]
     r = subprocess.run([sys.executable, "preprocess/check_feat_dim.py", "--dataset", "demo", "--feat", *feats], **run)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "demo-openface-au-FRM" in r.stdout and " 150 " in r.stdout
+    assert "demo-openface-au-FRM" in r.stdout and " 170 " in r.stdout
     victim = sorted(os.listdir(tmp_path / "demo" / "demo-bert-base-UTT"))[0]
     np.save(tmp_path / "demo" / "demo-bert-base-UTT" / victim, np.zeros(7, np.float32))
     os.remove(tmp_path / "demo" / "demo-vlm-scores" / victim)
@@ -108,3 +111,15 @@ def test_mosi_converter_rejects_a_broken_copy(tmp_path):
     from toolkit.files import DataError
     with pytest.raises(DataError, match="transcripts.csv' is missing"):
         mosi_bclstm.convert(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_demo_descriptions_are_no_giveaway(demo):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    table, _, _, teacher = demo
+    y = table["discrete"].to_numpy()
+    tr, te = (table["split"] != "test").to_numpy(), (table["split"] == "test").to_numpy()
+    desc = np.array([r["description"] for r in teacher])
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(desc[tr])
+    clf = LogisticRegression(max_iter=2000).fit(vec.transform(desc[tr]), y[tr])
+    acc = (clf.predict(vec.transform(desc[te])) == y[te]).mean()
+    assert 0.5 < acc < 0.85  # informative (it is the teacher's reasoning), but no single feature solves the demo

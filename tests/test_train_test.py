@@ -132,3 +132,46 @@ def test_feature_standardisation_is_fitted_on_train_and_saved_in_the_checkpoint(
     assert (ckpt["state_dict"]["input_norm.std0"] == 1).all()
     au = SampleSet(load_features(["tiny-au"]), train_names).feature_stats()[0]
     assert au[0].shape == (4,) and torch.isfinite(au[1]).all()
+
+
+@pytest.mark.parametrize("model", ["moe", "auto_attention"])
+def test_dropping_an_expert_at_test_time(tiny, model):
+    s = train(train_args(tiny, "--model", model, "--run_name", model, "--hidden_dim", "32"))
+    full = evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), str(tiny.tmp / "test_labels.csv"), device="cpu")
+    no_noise = evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), str(tiny.tmp / "test_labels.csv"),
+                            device="cpu", drop_experts=["tiny-noise"])
+    no_signal = evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), str(tiny.tmp / "test_labels.csv"),
+                             device="cpu", drop_experts=["tiny-signal"])
+    assert no_noise["f1"] > 0.9 and full["f1"] > 0.9  # the informative expert alone still carries it
+    assert no_signal["f1"] < no_noise["f1"] - 0.3  # without it, chance level
+    pred = no_noise["predictions"]
+    assert (pred["weight_tiny-noise"] == 0).all() and np.allclose(pred.filter(like="weight_").sum(axis=1), 1)
+    if model == "moe":
+        assert "weight_cross-modal" in pred.columns
+    with pytest.raises(Exception, match="not experts of this run"):
+        evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), drop_experts=["ghost"], device="cpu")
+    with pytest.raises(ValueError, match="keep at least one"):
+        evaluate_run(s["run_dir"], str(tiny.tmp / "test.csv"), drop_experts=["tiny-noise", "tiny-signal"],
+                     device="cpu")
+
+
+def test_ablation_ranks_the_informative_expert_first(tiny, capsys):
+    import ablation
+    root = str(tiny.tmp / "abl")
+    targs = "--epochs 6 --lr 3e-3 --batch_size 16 --hidden_dim 32 --device cpu --num_workers 2"
+    assert ablation.main(["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--model", "moe", "--seeds", "0",
+                          "--save_root", root, "--train_args", targs]) == 0
+    table = pd.read_csv(os.path.join(root, "ablation.csv"))
+    assert set(table["experiment"]) == {"alone:tiny-signal", "alone:tiny-noise", "all", "without:tiny-signal",
+                                        "without:tiny-noise"}
+    assert (table["seeds"] == 1).all()
+    f1 = dict(zip(table["experiment"], table["test_f1_mean"]))
+    assert f1["all"] > 0.9 and f1["alone:tiny-signal"] > 0.9 and f1["alone:tiny-noise"] < 0.6
+    out = capsys.readouterr().out
+    assert "most important first): tiny-signal" in out
+    assert os.path.isfile(os.path.join(root, "ablation.png"))
+    # a rerun skips finished runs
+    assert ablation.main(["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--model", "moe", "--seeds", "0",
+                          "--parts", "all", "--save_root", root, "--train_args", targs]) == 0
+    log = open(os.path.join(root, "all", "tiny", "seed0", "moe", "run", "train.log")).read()
+    assert "already complete" in log and "epoch 6/6" in log  # the first run's log is kept

@@ -19,11 +19,12 @@ import time
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
 import config
-from dataloader import SampleSet, load_features
+from dataloader import MissingFeature, SampleSet, load_features
 from models import create_model, load_model_config
 from toolkit.files import DataError, label_indices, read_names_csv, read_split_json
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
@@ -42,6 +43,11 @@ def resolve_model_config(args):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
+    for item in getattr(args, "model_args", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DataError(f"--model_args takes KEY=VALUE pairs, got '{item}'")
+        cfg[key.strip()] = yaml.safe_load(value)
     return cfg
 
 
@@ -60,17 +66,19 @@ def split_path_for(args):
 
 
 @torch.no_grad()
-def predict(model, samples, batch_size=512):
-    """Class probabilities ``(N, C)`` and, where the model gives them, expert weights ``(N, E)``."""
+def predict(model, samples, batch_size=512, drop=None):
+    """Class probabilities ``(N, C)``, expert weights ``(N, E)`` where the model gives them, and the mean
+    cross-entropy of the predictions (comparable across models; auxiliary loss terms left out).
+    ``drop``: indices of experts to leave out (a missing modality)."""
     model.eval()
     probs, weights, losses, counts = [], [], [], []
     for batch in samples.iter_batches(batch_size):
-        out = model(batch["feats"], batch["masks"])
+        out = model(batch["feats"], batch["masks"], drop=drop)
         probs.append(out["logits"].float().softmax(-1).cpu())
         if out.get("expert_weights") is not None:
             weights.append(out["expert_weights"].float().cpu())
         if batch["labels"] is not None:
-            losses.append(float(model.loss(out, batch["labels"])) * len(batch["idx"]))
+            losses.append(float(F.cross_entropy(out["logits"].float(), batch["labels"])) * len(batch["idx"]))
             counts.append(len(batch["idx"]))
     probs = torch.cat(probs).numpy()
     weights = torch.cat(weights).numpy() if weights else None
@@ -85,9 +93,11 @@ def prediction_frame(names, probs, class_names, labels=None, expert_weights=None
     df["pred"] = [class_names[i] for i in probs.argmax(1)]
     for j, c in enumerate(class_names):
         df[f"prob_{c}"] = probs[:, j]
-    if expert_weights is not None and feat_names is not None and expert_weights.shape[1] == len(feat_names):
-        for j, f in enumerate(feat_names):
-            df[f"weight_{f}"] = expert_weights[:, j]
+    if expert_weights is not None and feat_names is not None:
+        heads = list(feat_names) + (["cross-modal"] if expert_weights.shape[1] == len(feat_names) + 1 else [])
+        if expert_weights.shape[1] == len(heads):
+            for j, f in enumerate(heads):
+                df[f"weight_{f}"] = expert_weights[:, j]
     return df
 
 
@@ -131,7 +141,7 @@ def train(args):
 
     run_dir = run_dir_for(args)
     os.makedirs(run_dir, exist_ok=True)
-    log = get_logger("mer.train", os.path.join(run_dir, "train.log"))
+    log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=args.resume)
     log.info(f"run folder {run_dir}; device {device}")
 
     model_cfg = resolve_model_config(args)
@@ -284,17 +294,26 @@ def evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_l
 
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
-                 num_workers=4, log=None):
-    """test.py: class probabilities of a run's best model for a name list; metrics where labels are given."""
+                 num_workers=4, log=None, drop_experts=()):
+    """test.py: class probabilities of a run's best model for a name list; metrics where labels are given.
+    ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read)."""
     log = log or get_logger("mer.test")
     device = resolve_device(device, gpu)
     model, ckpt = load_run(run_dir, device)
-    class_names = ckpt["class_names"]
+    class_names, feats = ckpt["class_names"], ckpt["feat"]
+    unknown = [f for f in drop_experts if f not in feats]
+    if unknown:
+        raise DataError(f"--drop_experts {unknown}: not experts of this run; its experts are {feats}")
+    drop = [feats.index(f) for f in drop_experts]
     names = read_names_csv(names_csv)
-    stores = load_features(ckpt["feat"], num_workers=num_workers, logger=log)
-    samples = SampleSet(stores, names, max_len=ckpt["model_config"].get("max_len"), device=device,
-                        source=f"'{names_csv}'")
-    probs, weights, _ = predict(model, samples, batch_size)
+    loaded = iter(load_features([f for f in feats if f not in drop_experts], num_workers=num_workers, logger=log))
+    cfg = ckpt["model_config"]
+    stores = [MissingFeature(f, cfg["feat_dims"][i], cfg["frame_level"][i]) if i in drop else next(loaded)
+              for i, f in enumerate(feats)]
+    if drop:
+        log.info(f"experts left out: {list(drop_experts)}")
+    samples = SampleSet(stores, names, max_len=cfg.get("max_len"), device=device, source=f"'{names_csv}'")
+    probs, weights, _ = predict(model, samples, batch_size, drop=drop)
     labels, result = None, {"run_dir": run_dir, "n": len(names)}
     if label_csv:
         labels = label_indices(label_csv, names, class_names, f"'{names_csv}'")
@@ -303,7 +322,7 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         report, cm = full_report(labels, preds, class_names)
         result["report"], result["confusion"] = report, cm
         result["confusion_text"] = format_confusion(cm, class_names)
-    df = prediction_frame(names, probs, class_names, labels, weights, ckpt["feat"])
+    df = prediction_frame(names, probs, class_names, labels, weights, feats)
     if out_csv:
         os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
         df.to_csv(out_csv, index=False, float_format="%.6f")

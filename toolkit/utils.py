@@ -50,8 +50,8 @@ def parse_feat_list(text):
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def get_logger(name="mer", log_file=None, level=logging.INFO):
-    """A logger writing to stderr and, if given, to ``log_file``."""
+def get_logger(name="mer", log_file=None, level=logging.INFO, append=False):
+    """A logger writing to stderr and, if given, to ``log_file`` (appended to with ``append``)."""
     logger = logging.getLogger(name)
     logger.setLevel(level)
     logger.propagate = False
@@ -64,7 +64,7 @@ def get_logger(name="mer", log_file=None, level=logging.INFO):
     logger.addHandler(stream)
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        fh = logging.FileHandler(log_file, mode="w")
+        fh = logging.FileHandler(log_file, mode="a" if append else "w")
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     return logger

@@ -1,0 +1,109 @@
+"""Expert ablation over seeds: each expert alone, all experts, and all but one, in a table and a plot.
+
+    python ablation.py --dataset demo --model moe --seeds 0,1,2,3,4 --epochs 20 \
+        --feat "['demo-hubert-large-UTT','demo-roberta-large-UTT','demo-videomae-large-UTT']"
+
+Runs (each one train.py run with --test, under <save_root>/<experiment>/...):
+  alone:<feature>     the feature alone (as run_eval_unimodal.sh does)
+  all                 every listed feature
+  without:<feature>   every listed feature but one
+``--parts alone,all,without`` picks which. Ends with the table of mean and std accuracy and weighted F1 per
+experiment (sorted; test where the data set has test labels, else validation), written as CSV and Markdown,
+and a bar chart ``<save_root>/ablation.png``; the drop in F1 without each expert ranks the experts.
+Finished runs are kept: rerunning the same command skips them (delete the folder to redo).
+"""
+
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import eval_avg_performance as eap  # noqa: E402
+from toolkit.files import DataError  # noqa: E402
+from toolkit.trainer import train  # noqa: E402
+from toolkit.utils import parse_feat_list  # noqa: E402
+from train import build_parser  # noqa: E402
+
+
+def experiments(feats, parts):
+    out = []
+    if "alone" in parts:
+        out += [(f"alone:{f}", [f]) for f in feats]
+    if "all" in parts:
+        out.append(("all", list(feats)))
+    if "without" in parts and len(feats) > 1:
+        out += [(f"without:{f}", [g for g in feats if g != f]) for f in feats]
+    return out
+
+
+def plot(table, metric, path, title):
+    t = table.sort_values(f"{metric}_mean")
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(t) + 1.5))
+    colors = ["tab:red" if e == "all" else "tab:blue" if e.startswith("alone") else "tab:orange"
+              for e in t["experiment"]]
+    ax.barh(t["experiment"], t[f"{metric}_mean"], xerr=t[f"{metric}_std"], color=colors)
+    ax.set_xlabel(metric.replace("_", " ") + " (mean +- std over seeds)")
+    lo = max(0.0, float((t[f"{metric}_mean"] - t[f"{metric}_std"]).min()) - 0.05)
+    ax.set_xlim(lo, 1.0)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="demo")
+    p.add_argument("--feat", required=True, help="experts, as \"['a','b']\" or a,b")
+    p.add_argument("--model", default="moe")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--parts", default="alone,all,without")
+    p.add_argument("--save_root", default=None, help="default: saved/ablation_<dataset>_<model>")
+    p.add_argument("--train_args", default="", help="further train.py flags, e.g. \"--epochs 20 --lr 1e-3\"")
+    args = p.parse_args(argv)
+    feats = parse_feat_list(args.feat)
+    parts = set(args.parts.split(","))
+    save_root = args.save_root or os.path.join("saved", f"ablation_{args.dataset}_{args.model}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = experiments(feats, parts)
+    print(f"{len(runs)} experiments x {len(seeds)} seeds, model {args.model}, under {save_root}", flush=True)
+    try:
+        for name, fs in runs:
+            for seed in seeds:
+                targs = build_parser().parse_args([
+                    "--dataset", args.dataset, "--seed", str(seed), "--model", args.model, "--feat", ",".join(fs),
+                    "--save_root", os.path.join(save_root, name.replace(":", "=")), "--test", "--quiet",
+                    "--resume", *args.train_args.split()])
+                s = train(targs)
+                score = s.get("test_f1", s["valid_f1"])
+                print(f"{name} seed {seed}: weighted F1 {score:.4f}", flush=True)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = eap.summarise(eap.collect(save_root))
+    table["experiment"] = table["experiment"].str.split("/").str[0].str.replace("=", ":", regex=False)
+    out = os.path.join(save_root, "ablation")
+    table.to_csv(out + ".csv", index=False, float_format="%.4f")
+    md = eap.to_markdown(table)
+    with open(out + ".md", "w") as f:
+        f.write(md + "\n")
+    metric = "test_f1" if table["test_f1_mean"].notna().any() else "valid_f1"
+    plot(table, metric, os.path.join(save_root, "ablation.png"), f"{args.model} on {args.dataset}")
+    print(md)
+    if "all" in parts and "without" in parts:
+        full = table.loc[table["experiment"] == "all", f"{metric}_mean"].iloc[0]
+        drops = {r["experiment"][len("without:"):]: full - r[f"{metric}_mean"]
+                 for _, r in table.iterrows() if r["experiment"].startswith("without:")}
+        ranked = sorted(drops.items(), key=lambda kv: -kv[1])
+        print("\nF1 lost without each expert (most important first): "
+              + ", ".join(f"{k} {100 * v:+.2f}" for k, v in ranked))
+    print(f"\nwrote {out}.csv, {out}.md and {os.path.join(save_root, 'ablation.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
