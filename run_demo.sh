@@ -17,6 +17,11 @@ if [ ! -f features/demo/test_labels.csv ]; then
   echo "== making the demo data set (features/demo)"
   "$PY" preprocess/make_demo.py
 fi
+if [ ! -d features/demo/demo-vlm-desc-tfidf ]; then
+  echo "== VLM knowledge: embedding the teacher's descriptions (TF-IDF+SVD fitted on the labelled clips)"
+  "$PY" preprocess/vlm_features.py --dataset demo --teacher features/demo/teachers/demo-vlm.jsonl --features desc \
+    --quiet 2>&1 | tail -n 1
+fi
 echo "== building splits (train_lst/demo)"
 "$PY" preprocess/build_splits.py --dataset demo
 echo "== checking registered features against the disk"
