@@ -257,7 +257,7 @@ def train(args):
              f"peak memory {summary['peak_memory_mb']:.0f} MB")
 
     if args.test:
-        summary.update(evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_len))
+        summary.update(evaluate_test(args, ds_cfg, run_dir, device, log))
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     best_line = (f"BEST: epoch:{best['epoch']:.0f}, loss:{best['valid_loss']:.4f}, "
@@ -267,29 +267,25 @@ def train(args):
     return summary
 
 
-def evaluate_test(args, ds_cfg, stores, run_dir, class_names, device, log, max_len):
-    """Score the best checkpoint on the data set's test list (labels used for scoring only)."""
+def evaluate_test(args, ds_cfg, run_dir, device, log):
+    """Score the best checkpoint on the data set's test list (labels used for scoring only): writes
+    ``test_pred.csv`` (+ its confusion matrix) and, with labels, ``test_metrics.json``."""
     test_csv = args.test_csv or ds_cfg.get("test_csv")
     label_csv = args.test_label_csv or ds_cfg.get("test_label_csv")
     if not test_csv:
         raise DataError(f"--test needs a test list: data set '{args.dataset}' has no test_csv; give --test_csv")
-    names = read_names_csv(test_csv)
-    model, _ = load_run(run_dir, device)
-    samples = SampleSet(stores, names, max_len=max_len, device=device, source=f"'{test_csv}'")
-    probs, weights, _ = predict(model, samples, args.batch_size)
-    labels = None
-    out = {}
-    if label_csv and os.path.isfile(label_csv):
-        labels = label_indices(label_csv, names, class_names, f"'{test_csv}'")
-        m = emotion_metrics(labels, probs.argmax(1))
-        out = {"test_acc": m["acc"], "test_f1": m["f1"]}
-        with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
-            json.dump(out, f, indent=1)
-        line = f"TEST: acc:{m['acc']:.4f}, f-score:{m['f1']:.4f}"
-        log.info(line)
-        print(line, flush=True)
-    prediction_frame(names, probs, class_names, labels, weights, args.feat).to_csv(
-        os.path.join(run_dir, "test_pred.csv"), index=False, float_format="%.6f")
+    if not (label_csv and os.path.isfile(label_csv)):
+        label_csv = None
+    res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
+                       batch_size=args.batch_size, num_workers=args.num_workers, log=log)
+    if label_csv is None:
+        return {}
+    out = {"test_acc": res["acc"], "test_f1": res["f1"]}
+    with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    line = f"TEST: acc:{res['acc']:.4f}, f-score:{res['f1']:.4f}"
+    log.info(line)
+    print(line, flush=True)
     return out
 
 
