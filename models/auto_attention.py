@@ -36,7 +36,7 @@ class AutoAttention(MERModel):
         self.fc_out = nn.Linear(hidden_dim, num_classes)
 
     def fuse(self, feats, masks, keep):
-        hiddens = self.apply_keep([enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)], keep)
+        hiddens = self.encode(feats, masks, keep)
         att = self.fc_att(self.attention_mlp(torch.cat(hiddens, dim=1)))  # (B, n)
         if self.att_norm == "softmax":
             att = att.masked_fill(~keep, float("-inf")) if keep is not None else att

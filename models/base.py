@@ -88,9 +88,9 @@ class MERModel(nn.Module):
     def fuse(self, feats, masks, keep):
         raise NotImplementedError
 
-    @staticmethod
-    def apply_keep(hiddens, keep):
-        """Zero the states of dropped experts."""
+    def encode(self, feats, masks, keep):
+        """Each expert's state from ``self.encoders``, zeroed for dropped experts (``keep`` False)."""
+        hiddens = [enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)]
         if keep is None:
             return hiddens
         return [h * keep[:, i:i + 1].to(h.dtype) for i, h in enumerate(hiddens)]

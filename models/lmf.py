@@ -35,7 +35,7 @@ class LowRankFusion(MERModel):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, num_classes))
 
     def fuse(self, feats, masks, keep):
-        hiddens = self.apply_keep([enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)], keep)
+        hiddens = self.encode(feats, masks, keep)
         ones = hiddens[0].new_ones(hiddens[0].shape[0], 1)
         product = None
         for h, factor in zip(hiddens, self.factors):

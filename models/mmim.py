@@ -45,7 +45,7 @@ class MultimodalInfoMax(MERModel):
         self.cpc = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(n))
 
     def fuse(self, feats, masks, keep):
-        hiddens = self.apply_keep([enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)], keep)
+        hiddens = self.encode(feats, masks, keep)
         fused = self.fusion(torch.cat(hiddens, dim=1))
         return {"logits": self.head(fused), "hidden": fused, "hiddens": hiddens, "keep": keep}
 

@@ -44,7 +44,7 @@ class MixtureOfExperts(MERModel):
                                                 nn.Linear(hidden_dim, proj_dim)) for _ in range(n))
 
     def fuse(self, feats, masks, keep):
-        hiddens = self.apply_keep([enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)], keep)
+        hiddens = self.encode(feats, masks, keep)
         cat = torch.cat(hiddens, dim=1)
         logits_k = [head(h) for head, h in zip(self.heads, hiddens)] + [self.cross_head(self.cross(cat))]
         expert_logits = torch.stack(logits_k, dim=1)  # (B, N+1, C)

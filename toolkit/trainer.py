@@ -143,6 +143,12 @@ def train(args):
     os.makedirs(run_dir, exist_ok=True)
     log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=args.resume)
     log.info(f"run folder {run_dir}; device {device}")
+    last_path = os.path.join(run_dir, "last.pth")
+    summary_path = os.path.join(run_dir, "summary.json")
+    if args.resume and not os.path.isfile(last_path) and os.path.isfile(summary_path):
+        log.info(f"--resume: {run_dir} is already complete; nothing to do")
+        with open(summary_path) as f:
+            return json.load(f)
 
     model_cfg = resolve_model_config(args)
     for key, value in model_cfg.items():
@@ -180,12 +186,6 @@ def train(args):
     log.info(f"model {args.model}: {count_parameters(model):,} parameters; {model_cfg}")
 
     history, best, start_epoch = [], None, 0
-    last_path = os.path.join(run_dir, "last.pth")
-    summary_path = os.path.join(run_dir, "summary.json")
-    if args.resume and not os.path.isfile(last_path) and os.path.isfile(summary_path):
-        log.info(f"--resume: {run_dir} is already complete; nothing to do")
-        with open(summary_path) as f:
-            return json.load(f)
     if os.path.isfile(summary_path):
         os.remove(summary_path)  # a rerun replaces the old result; never leave a stale one beside new files
     if args.resume and os.path.isfile(last_path):
