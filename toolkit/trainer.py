@@ -291,7 +291,8 @@ def evaluate_test(args, ds_cfg, run_dir, device, log):
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
                  num_workers=4, log=None, drop_experts=()):
-    """test.py: class probabilities of a run's best model for a name list; metrics where labels are given.
+    """test.py: class probabilities of a run's best model for a name list (a CSV with a ``name`` column, or
+    the list itself); metrics where labels are given.
     ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read)."""
     log = log or get_logger("mer.test")
     device = resolve_device(device, gpu)
@@ -301,7 +302,10 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     if unknown:
         raise DataError(f"--drop_experts {unknown}: not experts of this run; its experts are {feats}")
     drop = [feats.index(f) for f in drop_experts]
-    names = read_names_csv(names_csv)
+    if isinstance(names_csv, (list, tuple)):
+        names, names_csv = [str(n) for n in names_csv], f"a list of {len(names_csv)} names"
+    else:
+        names = read_names_csv(names_csv)
     loaded = iter(load_features([f for f in feats if f not in drop_experts], num_workers=num_workers, logger=log))
     cfg = ckpt["model_config"]
     stores = [MissingFeature(f, cfg["feat_dims"][i], cfg["frame_level"][i]) if i in drop else next(loaded)

@@ -1,0 +1,191 @@
+"""The low-resource experiment (ACL-MER Table 3): few labels, every pseudo-labelling strategy, 5 seeds.
+
+    python bench/low_resource.py --dataset demo [--n 100,200,500,1000] [--seeds 0,1,2,3,4]
+    python bench/low_resource.py --dataset mosi --n 100,200
+    python bench/low_resource.py --dataset meld --n 100,200
+
+For each N and seed: N labelled samples drawn stratified (seeded) from the seed's training split; the rest of
+that training split is the unlabelled pool (its labels are kept back, only to measure pseudo-label
+precision); the seed's validation list and the data set's test list stay as they are. Then, in one folder
+per (N, seed), with one shared stage-1 run:
+
+* ``none``: stage 1 alone (labelled only);
+* ``teacher``, ``student``, ``consensus``: stage 2 on labelled + that strategy's pseudo labels (semi.py
+  two_stage, trained from scratch);
+* ``acl``: the ACL-MER loop (``--max_iter`` rounds, retrained from scratch each round).
+
+Prints and writes (``<save_root>/table.csv``, ``table.md``, ``f1_vs_n.png``) test weighted F1 and accuracy
+(mean and std over seeds) per strategy and N, with the pseudo-label count and precision, and ends with the
+line ``best gain over none at N=<smallest N>: <weighted F1 points>``. Finished runs are skipped on a rerun.
+Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+import _paths  # noqa: F401
+import config
+from toolkit.files import read_split_json, write_split_json
+from toolkit.semi import acl_loop, two_stage
+from toolkit.utils import get_logger
+
+# Per data set: features, teacher files (relative to the data set's teacher_dir), train.py flags.
+PRESETS = {
+    "demo": {"feat": "demo-roberta-large-UTT,demo-hubert-large-UTT,demo-videomae-large-UTT,demo-vlm-scores",
+             "teachers": ["demo-vlm.jsonl"],
+             "train_args": "--model auto_attention --hidden_dim 128 --epochs 25 --lr 1e-3 --batch_size 32"},
+    "mosi": {"feat": "mosi-bclstm-text,mosi-bclstm-audio,mosi-bclstm-video",
+             "teachers": ["zeroshot.jsonl", "lexicon.jsonl"],
+             "train_args": "--model auto_attention --hidden_dim 128 --dropout 0.5 --epochs 25 --lr 5e-4 "
+                           "--batch_size 32"},
+    "meld": {"feat": "meld-minilm-UTT,meld-tfidf-UTT",
+             "teachers": ["zeroshot.jsonl", "lexicon.jsonl"],
+             "train_args": "--model auto_attention --hidden_dim 128 --dropout 0.5 --epochs 25 --lr 5e-4 "
+                           "--batch_size 32"},
+}
+STRATEGIES = ["none", "teacher", "student", "consensus", "acl"]
+
+
+def low_resource_split(base_split, n, seed, out_path, emo_rule):
+    """N labelled names drawn stratified from the base split's training list; returns (split path, pool
+    names, pool truth {name: label})."""
+    doc = read_split_json(base_split, config.EMO_RULE[emo_rule])
+    tr = doc["train_info"]
+    names, emos = np.array(tr["names"]), np.array(tr["emos"])
+    if n >= len(names):
+        raise ValueError(f"N={n} but the training list of '{base_split}' has only {len(names)} samples")
+    idx = np.arange(len(names))
+    try:
+        lab, unl = train_test_split(idx, train_size=n, random_state=seed, stratify=emos)
+    except ValueError:  # a class too rare to stratify at this N
+        lab, unl = train_test_split(idx, train_size=n, random_state=seed)
+    lab, unl = np.sort(lab), np.sort(unl)
+    info = {"names": names[lab].tolist(), "emos": emos[lab].tolist(),
+            "vals": np.asarray(tr["vals"])[lab].tolist()}
+    write_split_json(out_path, info, doc["valid_info"], extra={"low_resource": {"n": n, "seed": seed,
+                                                                                "base": base_split}})
+    return out_path, names[unl].tolist(), dict(zip(names[unl].tolist(), emos[unl].tolist()))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="demo", choices=sorted(PRESETS))
+    p.add_argument("--n", default="100,200,500,1000")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--feat", default=None, help="features (default: the data set's preset)")
+    p.add_argument("--teachers", nargs="*", default=None, help="teacher files (default: the preset's)")
+    p.add_argument("--train_args", default=None, help="train.py flags (default: the preset's)")
+    p.add_argument("--base_split", default="seed{seed}.json",
+                   help="split list under train_lst/<dataset>/ the N labelled are drawn from ({seed} filled in)")
+    p.add_argument("--max_iter", type=int, default=3, help="ACL labelling rounds")
+    p.add_argument("--min_conf", type=float, default=4.0, help="teacher strategy: confidence threshold")
+    p.add_argument("--top_k", type=int, default=200, help="student and acl: cap per class")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save_root", default=None, help="default saved/low_resource_<dataset>")
+    args = p.parse_args(argv)
+
+    preset = PRESETS[args.dataset]
+    ds = config.DATASETS[args.dataset]
+    emo_rule = ds["emo_rule"]
+    root = args.save_root or os.path.join(_paths.REPO_ROOT, "saved", f"low_resource_{args.dataset}")
+    os.makedirs(root, exist_ok=True)
+    log = get_logger("mer.low_resource", os.path.join(root, "low_resource.log"), append=True)
+    teachers = args.teachers or [os.path.join(ds["teacher_dir"], t) for t in preset["teachers"]]
+    missing = [t for t in teachers if not os.path.isfile(t)]
+    if missing:
+        print(f"error: teacher file(s) {missing} do not exist; make them first (README: teachers)", file=sys.stderr)
+        return 2
+    train_args = (["--dataset", args.dataset, "--feat", args.feat or preset["feat"]]
+                  + shlex.split(args.train_args or preset["train_args"]))
+    ns = [int(x) for x in args.n.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    strategies = args.strategies.split(",")
+    rows, t0 = [], time.time()
+    for n in ns:
+        for seed in seeds:
+            base = os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, args.base_split.format(seed=seed))
+            folder = os.path.join(root, f"n{n}", f"seed{seed}")
+            os.makedirs(folder, exist_ok=True)
+            split, pool, truth = low_resource_split(base, n, seed, os.path.join(folder, "labelled.json"), emo_rule)
+            truth_csv = os.path.join(folder, "pool_truth.csv")
+            pd.DataFrame({"name": list(truth), "discrete": list(truth.values())}).to_csv(truth_csv, index=False)
+            for strategy in strategies:
+                t1 = time.time()
+                if strategy == "acl":
+                    res = acl_loop(args.dataset, seed, split, train_args, teachers, pool, truth_csv, folder,
+                                   args.max_iter, {"top_k": args.top_k}, args.device, log)
+                else:
+                    kw = {"teacher": {"min_conf": args.min_conf}, "student": {"top_k": args.top_k},
+                          "consensus": {}}.get(strategy, {})
+                    res = two_stage(args.dataset, seed, split, train_args, strategy, kw, teachers, pool,
+                                    truth_csv, folder, "scratch", device=args.device, log=log)
+                rows.append({"n": n, "seed": seed, "strategy": strategy, "test_f1": res["stage2"]["test_f1"],
+                             "test_acc": res["stage2"]["test_acc"], "valid_f1": res["stage2"]["valid_f1"],
+                             "n_pseudo": res["n_pseudo"], "precision": res["precision"]})
+                log.info(f"N={n} seed={seed} {strategy}: test F1 {rows[-1]['test_f1']:.4f} "
+                         f"({res['n_pseudo']} pseudo labels) in {time.time() - t1:.1f}s; total "
+                         f"{(time.time() - t0) / 60:.1f} min")
+    raw = pd.DataFrame(rows)
+    raw.to_csv(os.path.join(root, "runs.csv"), index=False)
+    table = summarise(raw)
+    table.to_csv(os.path.join(root, "table.csv"), index=False)
+    md = to_markdown(table)
+    with open(os.path.join(root, "table.md"), "w") as f:
+        f.write(md + "\n")
+    plot(table, os.path.join(root, "f1_vs_n.png"), args.dataset)
+    print(md)
+    print(f"total time {(time.time() - t0) / 60:.1f} min")
+    n0 = min(ns)
+    sub = table[table["n"] == n0].set_index("strategy")
+    gain = (sub.drop(index="none")["f1_mean"].max() - sub.loc["none", "f1_mean"]) * 100 if "none" in sub.index \
+        and len(sub) > 1 else float("nan")
+    print(f"best gain over none at N={n0}: {gain:.2f}")
+    return 0
+
+
+def summarise(raw):
+    g = raw.groupby(["n", "strategy"], sort=False)
+    table = g.agg(seeds=("seed", "count"), f1_mean=("test_f1", "mean"), f1_std=("test_f1", "std"),
+                  acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"), pseudo=("n_pseudo", "mean"),
+                  precision=("precision", "mean")).reset_index()
+    return table.fillna({"f1_std": 0.0, "acc_std": 0.0})
+
+
+def to_markdown(table):
+    lines = ["| N | strategy | seeds | test weighted F1 | test accuracy | pseudo labels | precision |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        prec = "-" if pd.isna(r.precision) else f"{r.precision:.3f}"
+        lines.append(f"| {r.n} | {r.strategy} | {r.seeds} | {r.f1_mean:.4f} +- {r.f1_std:.4f} | "
+                     f"{r.acc_mean:.4f} +- {r.acc_std:.4f} | {r.pseudo:.0f} | {prec} |")
+    return "\n".join(lines)
+
+
+def plot(table, path, dataset):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, part in table.groupby("strategy", sort=False):
+        ax.errorbar(part["n"], part["f1_mean"], yerr=part["f1_std"], marker="o", capsize=3, label=strategy)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled samples N")
+    ax.set_ylabel("test weighted F1")
+    ax.set_title(f"{dataset}: weighted F1 against N")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Semi-supervised training drivers: two-stage training with pseudo labels, and the ACL-MER loop.
+
+    # stage 1 on the labelled split, consensus pseudo labels on the unlabelled pool, stage 2
+    python semi.py --mode two_stage --strategy consensus --dataset demo --seed 0 \
+        --teachers features/demo/teachers/demo-vlm.jsonl \
+        --train_args "--model auto_attention --feat demo-roberta-large-UTT,demo-hubert-large-UTT --epochs 30 --lr 1e-3"
+    # ACL-MER: train, label (student + teachers), move to the labelled pool, re-initialise, repeat
+    python semi.py --mode acl --dataset demo --seed 0 --teachers T1.jsonl T2.jsonl --max_iter 5 --train_args "..."
+
+Everything goes under ``--out`` (default ``saved/semi_<dataset>/seed<k>/<mode>[_<strategy>]``): the train.py
+run folders, the pseudo-label lists and tables, their precision reports, ``semi.log`` and ``result.json``.
+A rerun of the same command skips finished runs; an interrupted ACL loop resumes from its last finished
+iteration (``acl_state.json``). Strategy parameters as in pseudo_label.py.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+import config
+from pseudo_label import build_parser as pl_parser, strategy_kwargs
+from toolkit.files import DataError, read_names_csv
+from toolkit.semi import acl_loop, two_stage
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[pl_parser()], add_help=False, conflict_handler="resolve")
+    p.add_argument("--mode", default="two_stage", choices=["two_stage", "acl"])
+    p.add_argument("--strategy", default="consensus", help="two_stage: none|teacher|student|consensus|acl")
+    p.add_argument("--train_args", default="", help="train.py flags for every run (model, features, epochs, ...)")
+    p.add_argument("--stage2_init", default="scratch", choices=["scratch", "stage1"],
+                   help="stage 2 from a fresh initialisation or from the stage-1 weights")
+    p.add_argument("--max_iter", type=int, default=5, help="ACL labelling rounds")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        ds_cfg = config.DATASETS.get(args.dataset, {})
+        split = args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")
+        pool = read_names_csv(args.unlabeled) if args.unlabeled else None
+        truth = args.truth or ds_cfg.get("unlabeled_truth")
+        train_args = ["--dataset", args.dataset] + shlex.split(args.train_args)
+        tag = args.mode if args.mode == "acl" else f"{args.mode}_{args.strategy}"
+        out = args.out or os.path.join("saved", f"semi_{args.dataset}", f"seed{args.seed}", tag)
+        if args.mode == "acl":
+            kw = strategy_kwargs(argparse.Namespace(**{**vars(args), "strategy": "acl"}))
+            kw.pop("t")
+            res = acl_loop(args.dataset, args.seed, split, train_args, args.teachers, pool, truth, out,
+                           args.max_iter, kw, args.device)
+        else:
+            if args.strategy not in ("none", "teacher", "student", "consensus", "acl"):
+                raise DataError(f"unknown --strategy '{args.strategy}'")
+            res = two_stage(args.dataset, args.seed, split, train_args, args.strategy, strategy_kwargs(args),
+                            args.teachers, pool, truth, out, args.stage2_init, args.weight,
+                            args.weight_by_confidence, args.device)
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        s1, s2 = res["stage1"] or {}, res["stage2"]
+        print(f"{tag}: {res['n_pseudo']} pseudo labels"
+              + (f" (precision {res['precision']:.4f})" if res.get("precision") is not None else ""))
+        if s1.get("test_f1") is not None:
+            print(f"stage 1 / first iteration: test weighted F1 {s1['test_f1']:.4f}")
+        if s2.get("test_f1") is not None:
+            print(f"final: test weighted F1 {s2['test_f1']:.4f}, valid {s2['valid_f1']:.4f}")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

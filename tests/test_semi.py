@@ -1,0 +1,134 @@
+"""Semi-supervised drivers on the tiny data set: two-stage, the ACL loop and its resume, no leakage."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import CLASSES, train_args  # noqa: F401
+from toolkit import semi
+from toolkit.files import DataError, read_split_json
+
+TRAIN_ARGS = ["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--epochs", "6", "--lr", "3e-3",
+              "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--num_workers", "2"]
+
+
+def _setup(env, n_labelled=15):
+    """A low-resource split of the tiny set (n labelled, the rest of its training list as the pool) and a
+    teacher: right with confidence 5 on even pool positions, wrong with confidence 1 on odd ones."""
+    from bench_low_resource import low_resource_split
+    base = os.path.join(str(env.tmp), "train_lst", "tiny", "seed0.json")
+    split, pool, truth = low_resource_split(base, n_labelled, 0, str(env.tmp / "lab.json"), "TINY")
+    rows = []
+    for i, name in enumerate(pool):
+        true = truth[name]
+        lab = true if i % 2 == 0 else CLASSES[(CLASSES.index(true) + 1) % 3]
+        rows.append({"name": name, "label": lab, "scores": {c: float(c == lab) for c in CLASSES},
+                     "confidence": 5 if i % 2 == 0 else 1, "description": "", "teacher": "t"})
+    teacher = env.tmp / "teacher.jsonl"
+    teacher.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    truth_csv = env.tmp / "truth.csv"
+    pd.DataFrame({"name": list(truth), "discrete": list(truth.values())}).to_csv(truth_csv, index=False)
+    return split, pool, truth, str(teacher), str(truth_csv)
+
+
+@pytest.fixture
+def lowres(tiny, monkeypatch):
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("bench_low_resource",
+                                                  os.path.join(os.path.dirname(__file__), "..", "bench",
+                                                               "low_resource.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(sys.modules, "bench_low_resource", mod)
+    return tiny
+
+
+def test_low_resource_split_is_stratified_and_disjoint(lowres):
+    split, pool, truth, _, _ = _setup(lowres, 15)
+    doc = read_split_json(split, CLASSES)
+    lab = doc["train_info"]["names"]
+    assert len(lab) == 15 and not set(lab) & set(pool)
+    assert not set(pool) & set(doc["valid_info"]["names"])
+    assert len(lab) + len(pool) == 96  # the tiny seed-0 training list
+    counts = pd.Series(doc["train_info"]["emos"]).value_counts()
+    assert counts.min() >= 4  # stratified: 15 over 3 roughly balanced classes
+
+
+def test_two_stage_teacher_pseudo_labels(lowres):
+    split, pool, truth, teacher, truth_csv = _setup(lowres)
+    out = str(lowres.tmp / "semi")
+    res = semi.two_stage("tiny", 0, split, TRAIN_ARGS, "teacher", {"min_conf": 4}, [teacher], pool, truth_csv,
+                         out, device="cpu")
+    # the teacher is confident exactly on even pool positions, where it is right
+    assert res["n_pseudo"] == len(pool[::2]) and res["precision"] == pytest.approx(1.0)
+    doc = read_split_json(res["pseudo_split"], CLASSES)
+    tr = doc["train_info"]
+    assert len(tr["names"]) == 15 + len(pool[::2])
+    assert tr["sources"][:15] == ["labelled"] * 15 and set(tr["sources"][15:]) == {"teacher"}
+    assert tr["names"][15:] == pool[::2]
+    assert [tr["emos"][15 + i] for i in range(3)] == [truth[n] for n in pool[::2][:3]]
+    for key in ("stage1", "stage2"):
+        assert 0 <= res[key]["test_f1"] <= 1
+    report = pd.read_csv(os.path.join(out, "pseudo_teacher_report.csv"))
+    assert report.set_index("group").loc["all", "count"] == len(pool[::2])
+
+
+def test_pseudo_labels_never_reach_validation_or_test(lowres):
+    split, pool, truth, teacher, truth_csv = _setup(lowres)
+    doc = read_split_json(split, CLASSES)
+    valid = doc["valid_info"]["names"]
+    test = list(pd.read_csv(lowres.tmp / "test.csv")["name"])
+    # a careless pool that holds validation and test names: they are dropped before any selection
+    leaky_pool = pool + valid[:5] + test[:5]
+    res = semi.two_stage("tiny", 0, split, TRAIN_ARGS, "student", {"top_k": 1000}, [teacher], leaky_pool,
+                         truth_csv, str(lowres.tmp / "semi2"), device="cpu")
+    names = read_split_json(res["pseudo_split"], CLASSES)["train_info"]["names"]
+    assert not set(names) & (set(valid) | set(test))
+    assert res["n_pseudo"] == len(pool)  # the student takes the whole (clean) pool with top_k 1000
+    frame = pd.DataFrame({"name": [valid[0]], "emo": ["happy"], "source": ["x"], "confidence": [1.0],
+                          "weight": [1.0]})
+    with pytest.raises(DataError, match="validation/test"):
+        semi.write_pseudo_split(str(lowres.tmp / "bad.json"), doc, frame, forbidden=set(valid))
+
+
+def test_acl_loop_resumes_after_interruption(lowres, monkeypatch):
+    split, pool, truth, teacher, truth_csv = _setup(lowres)
+    out = str(lowres.tmp / "acl")
+    kw = {"theta": 0.9, "top_k": 8}
+    real = semi.train_run
+    calls = []
+
+    def crashing(*a, **k):
+        calls.append(a[3])
+        if len(calls) == 3:  # stage1, acl_iter1, then the run for iteration 2 dies
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(semi, "train_run", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        semi.acl_loop("tiny", 0, split, TRAIN_ARGS, [teacher], pool, truth_csv, out, max_iter=3, acl_kw=kw,
+                      device="cpu")
+    state = json.load(open(os.path.join(out, "acl_state.json")))
+    assert len(state["history"]) == 2 and not state["done"]
+    stage1_ckpt = os.path.join(out, "tiny", "seed0", "auto_attention", "stage1", "best.pth")
+    mtime = os.path.getmtime(stage1_ckpt)
+    calls.clear()
+    monkeypatch.setattr(semi, "train_run", real)
+    res = semi.acl_loop("tiny", 0, split, TRAIN_ARGS, [teacher], pool, truth_csv, out, max_iter=3, acl_kw=kw,
+                        device="cpu")
+    assert os.path.getmtime(stage1_ckpt) == mtime  # finished runs are not trained again
+    hist = res["history"]
+    assert [h["iteration"] for h in hist][:2] == [0, 1]
+    # per iteration: at most top_k per class; p_t decays 0.6, 0.5, 0.4
+    for h in hist:
+        assert all(v <= 8 for v in h["counts"].values())
+    assert [round(h["p_t"], 6) for h in hist] == [0.6, 0.5, 0.4][:len(hist)]
+    taken = [n for n in read_split_json(os.path.join(out, f"acl_iter{len(hist)}.json"), CLASSES)["train_info"]
+             ["names"][15:]] if hist[-1]["taken"] else []
+    assert len(taken) == len(set(taken))  # a sample is moved to the labelled pool once
+    assert res["n_pseudo"] == sum(h["taken"] for h in hist)
+    assert 0 <= res["stage2"]["test_f1"] <= 1

@@ -1,0 +1,268 @@
+"""Semi-supervised drivers over train.py runs: two-stage training with pseudo labels, and the ACL-MER loop.
+
+Both drivers are plain sequences of files, so each step can be inspected or rerun:
+
+* stage 1 / iteration ``t``: a train.py run (``<root>/stage1``, ``<root>/acl_iter<t>``) on a split list;
+* the student's class probabilities on the unlabelled pool (``evaluate_run``), the teachers' answers
+  (teacher JSON Lines files), a selection (``toolkit/pseudo.py``);
+* a pseudo-label list in the split-list format: ``train_info`` = the labelled training list plus the
+  pseudo-labelled samples, with per-sample ``weights``, ``sources`` and ``confidences``; ``valid_info`` =
+  the labelled validation list, untouched. A pseudo label never lands on a validation or test name
+  (checked, :func:`write_pseudo_split` raises);
+* ``pseudo_<strategy>.csv`` (the chosen samples) and ``pseudo_<strategy>_report.csv`` (precision and count
+  per class and source where the truth of the pool is known);
+* stage 2 / the next iteration: a train.py run on that list.
+
+Finished runs are skipped on a rerun (train.py ``--resume`` semantics) and the ACL loop keeps its state in
+``acl_state.json`` after every finished iteration, so an interrupted loop resumes where it stopped.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+import config
+from toolkit import pseudo
+from toolkit.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
+from toolkit.utils import get_logger
+
+
+def teacher_matrix(paths, names, emo_rule, log=None):
+    """Teachers' labels ``(T, N)`` (class index, -1 where no usable answer) and confidences ``(T, N)`` (NaN
+    where missing) for ``names``, from teacher JSON Lines files; also the teachers' names."""
+    from toolkit.utils import load_script
+    read_teacher_jsonl = load_script("preprocess/vlm_features.py").read_teacher_jsonl
+    class_names = config.EMO_RULE[emo_rule]
+    cidx = {c: i for i, c in enumerate(class_names)}
+    pos = {n: i for i, n in enumerate(names)}
+    labels = np.full((len(paths), len(names)), -1, dtype=np.int64)
+    conf = np.full((len(paths), len(names)), np.nan)
+    teachers = []
+    for t, path in enumerate(paths):
+        df, problems = read_teacher_jsonl(path, emo_rule)
+        teachers.append(os.path.splitext(os.path.basename(path))[0])
+        hit = 0
+        for name, lab, cf in zip(df["name"], df["label"], df["confidence"]):
+            i = pos.get(name)
+            if i is None or lab not in cidx:
+                continue
+            labels[t, i] = cidx[lab]
+            conf[t, i] = np.nan if cf is None else float(cf)
+            hit += 1
+        if log:
+            log.info(f"teacher {teachers[-1]} ({path}): answers for {hit}/{len(names)} pool samples"
+                     + (f"; {len(problems)} unusable lines skipped" if problems else ""))
+    return labels, conf, teachers
+
+
+def read_truth(path, emo_rule):
+    """``name -> label`` from a label CSV (``name,discrete``), or {} without one."""
+    if not path or not os.path.isfile(path):
+        return {}
+    df = read_label_csv(path, config.EMO_RULE[emo_rule])
+    return dict(zip(df["name"], df["discrete"]))
+
+
+def forbidden_names(split_doc, ds_cfg):
+    """Names that must never receive a pseudo label: the validation list and the data set's test list."""
+    out = set(split_doc["valid_info"]["names"])
+    test_csv = ds_cfg.get("test_csv")
+    if test_csv and os.path.isfile(test_csv):
+        out |= set(read_names_csv(test_csv))
+    return out
+
+
+def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
+    """The labelled split plus the pseudo-labelled rows of ``frame`` (``name, emo, source, confidence,
+    weight``) as one split list; raises if a pseudo name is in ``forbidden`` or already labelled."""
+    names = frame["name"].tolist()
+    leak = sorted(set(names) & set(forbidden))
+    if leak:
+        raise DataError(f"pseudo labels for {len(leak)} validation/test names ({', '.join(leak[:5])}): the "
+                        "unlabelled pool must not hold them; remove them from the pool")
+    train = split_doc["train_info"]
+    dup = sorted(set(names) & set(train["names"]))
+    if dup:
+        raise DataError(f"pseudo labels for {len(dup)} names that are already labelled ({', '.join(dup[:5])})")
+    n = len(train["names"])
+    info = {"names": list(train["names"]) + names, "emos": list(train["emos"]) + frame["emo"].tolist(),
+            "vals": list(train["vals"]) + [0.0] * len(names),
+            "weights": list(train.get("weights", [1.0] * n)) + frame["weight"].astype(float).tolist(),
+            "sources": list(train.get("sources", ["labelled"] * n)) + frame["source"].tolist(),
+            "confidences": list(train.get("confidences", [1.0] * n)) + frame["confidence"].astype(float).tolist()}
+    write_split_json(path, info, split_doc["valid_info"], extra={"pseudo": meta or {}})
+    return path
+
+
+def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
+    """One train.py run (skipped when already complete); returns its summary dict."""
+    from toolkit.trainer import train
+    from train import build_parser  # the repo root is on sys.path for every entry script
+    argv = list(train_args) + ["--split", split, "--save_root", save_root, "--run_name", run_name, "--seed",
+                               str(seed), "--device", device, "--resume", "--quiet", "--test"]
+    if model_pretrain:
+        argv += ["--model_pretrain", model_pretrain]
+    return train(build_parser().parse_args(argv))
+
+
+def student_probs(run_dirs, names, device="auto"):
+    """Each run's class probabilities ``(N, C)`` on ``names`` (its best checkpoint)."""
+    from toolkit.trainer import evaluate_run
+    out = []
+    for run_dir in run_dirs:
+        df = evaluate_run(run_dir, list(names), device=device, log=get_logger("mer.semi.predict"))["predictions"]
+        out.append(df[[c for c in df.columns if c.startswith("prob_")]].to_numpy(dtype=np.float64))
+    return out
+
+
+def _result(summary):
+    return {k: summary.get(k) for k in ("valid_f1", "valid_acc", "test_f1", "test_acc", "best_epoch", "run_dir")}
+
+
+def _select_and_write(strategy, kw, probs, t_lab, t_conf, pool, class_names, split_doc, forbidden, out_dir,
+                      tag, truth, weight, weight_by_conf, log):
+    sel = pseudo.select(strategy, probs, t_lab, t_conf, **kw)
+    frame = pseudo.selection_frame(sel, pool, class_names, weight=weight, weight_by_confidence=weight_by_conf)
+    frame.to_csv(os.path.join(out_dir, f"pseudo_{tag}.csv"), index=False)
+    report = pseudo.precision_report(frame, truth, class_names)
+    report.to_csv(os.path.join(out_dir, f"pseudo_{tag}_report.csv"), index=False)
+    counts = {c: int((frame["emo"] == c).sum()) for c in class_names}
+    allrow = report[report["group"] == "all"].iloc[0]
+    prec = None if np.isnan(allrow["precision"]) else float(allrow["precision"])
+    log.info(f"{tag}: {len(frame)} pseudo labels {counts}"
+             + (f"; precision {prec:.4f} on {int(allrow['scored'])} with known truth" if prec is not None else ""))
+    return frame, counts, prec
+
+
+def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), pool=None, truth_csv=None,
+              out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto", log=None):
+    """Stage 1 on ``split``; pseudo labels on ``pool`` by ``strategy``; stage 2 on labelled + pseudo.
+    Returns a dict with stage-1 and stage-2 metrics and the pseudo-label counts and precision."""
+    ds_cfg = config.DATASETS.get(dataset, {})
+    emo_rule = ds_cfg.get("emo_rule", "MER")
+    class_names = config.EMO_RULE[emo_rule]
+    os.makedirs(out_dir, exist_ok=True)
+    log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)
+    split_doc = read_split_json(split, class_names)
+    forbidden = forbidden_names(split_doc, ds_cfg)
+    pool = _pool(pool, ds_cfg, split_doc, forbidden, log)
+    truth = read_truth(truth_csv, emo_rule)
+    t0 = time.time()
+    s1 = train_run(train_args, split, out_dir, "stage1", seed, device=device)
+    log.info(f"stage 1: valid F1 {s1['valid_f1']:.4f}" + (f", test F1 {s1['test_f1']:.4f}" if 'test_f1' in s1 else ""))
+    result = {"strategy": strategy, "stage1": _result(s1)}
+    if strategy == "none":
+        result.update(stage2=_result(s1), n_pseudo=0, precision=None, counts={})
+        return result
+    probs = student_probs([s1["run_dir"]], pool, device)[0] if strategy != "teacher" else None
+    t_lab, t_conf, _ = teacher_matrix(list(teachers), pool, emo_rule, log) if teachers else (None, None, None)
+    if strategy in ("teacher", "consensus", "acl") and t_lab is None:
+        raise DataError(f"strategy '{strategy}' needs at least one teacher file (--teachers)")
+    frame, counts, prec = _select_and_write(strategy, strategy_kw, probs, t_lab, t_conf, pool, class_names,
+                                            split_doc, forbidden, out_dir, strategy, truth, weight,
+                                            weight_by_confidence, log)
+    pseudo_path = os.path.join(out_dir, f"pseudo_{strategy}.json")
+    write_pseudo_split(pseudo_path, split_doc, frame, forbidden,
+                       {"strategy": strategy, "params": strategy_kw, "teachers": list(teachers), "seed": seed})
+    init = os.path.join(s1["run_dir"], "best.pth") if stage2_init == "stage1" else None
+    s2 = train_run(train_args, pseudo_path, out_dir, f"stage2_{strategy}", seed, model_pretrain=init, device=device)
+    log.info(f"stage 2 ({strategy}, {len(frame)} pseudo labels): valid F1 {s2['valid_f1']:.4f}"
+             + (f", test F1 {s2['test_f1']:.4f}" if 'test_f1' in s2 else "") + f"; {time.time() - t0:.1f}s")
+    result.update(stage2=_result(s2), n_pseudo=len(frame), precision=prec, counts=counts, pseudo_split=pseudo_path)
+    return result
+
+
+def _pool(pool, ds_cfg, split_doc, forbidden, log):
+    if pool is None:
+        csv = ds_cfg.get("unlabeled_csv")
+        if not csv:
+            raise DataError("no unlabelled pool: the data set has no unlabeled_csv; give --unlabeled")
+        pool = read_names_csv(csv)
+    labelled = set(split_doc["train_info"]["names"])
+    kept = [n for n in pool if n not in forbidden and n not in labelled]
+    if len(kept) < len(pool):
+        log.info(f"unlabelled pool: {len(pool) - len(kept)} names dropped (labelled, validation or test)")
+    log.info(f"unlabelled pool: {len(kept)} samples")
+    return kept
+
+
+def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=None, out_dir=None, max_iter=5,
+             acl_kw=None, device="auto", log=None):
+    """ACL-MER: train from scratch, label with refined student+teacher scores, move the chosen samples into
+    the labelled pool, repeat for ``max_iter`` labelling rounds or until nothing new is chosen; the last
+    model (trained on the final pool) is the result. State in ``<out_dir>/acl_state.json``."""
+    ds_cfg = config.DATASETS.get(dataset, {})
+    emo_rule = ds_cfg.get("emo_rule", "MER")
+    class_names = config.EMO_RULE[emo_rule]
+    os.makedirs(out_dir, exist_ok=True)
+    log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)
+    kw = {**pseudo.ACL_DEFAULTS, **(acl_kw or {})}
+    base_doc = read_split_json(split, class_names)
+    forbidden = forbidden_names(base_doc, ds_cfg)
+    pool = _pool(pool, ds_cfg, base_doc, forbidden, log)
+    truth = read_truth(truth_csv, emo_rule)
+    if not teachers:
+        raise DataError("the ACL loop needs at least one teacher file (--teachers)")
+    t_lab_all, t_conf_all, _ = teacher_matrix(list(teachers), pool, emo_rule, log)
+    state_path = os.path.join(out_dir, "acl_state.json")
+    state = {"taken": [], "history": [], "done": False, "params": kw, "max_iter": max_iter}
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        log.info(f"ACL: resuming after {len(state['history'])} finished iterations ({len(state['taken'])} taken)")
+    taken = pd.DataFrame(state["taken"], columns=["name", "emo", "source", "confidence", "weight"])
+    t = len(state["history"])
+    while True:
+        cur_split = split if t == 0 else os.path.join(out_dir, f"acl_iter{t}.json")
+        # iteration 0 is the labelled-only model: the same run as two_stage's stage 1, shared with it
+        summary = train_run(train_args, cur_split, out_dir, "stage1" if t == 0 else f"acl_iter{t}", seed,
+                            device=device)
+        if state["done"] or t >= max_iter:
+            break
+        taken_names = set(taken["name"])
+        remaining = [i for i, n in enumerate(pool) if n not in taken_names]
+        if not remaining:
+            log.info("ACL: the unlabelled pool is used up")
+            state["done"] = True
+            _save_state(state_path, state)
+            break
+        rem_names = [pool[i] for i in remaining]
+        probs = student_probs([summary["run_dir"]], rem_names, device)[0]
+        sel_kw = {k: kw[k] for k in ("p_init", "gamma", "p_min", "theta", "top_k", "c_t")}
+        frame, counts, prec = _select_and_write("acl", {**sel_kw, "t": t}, probs, t_lab_all[:, remaining],
+                                                t_conf_all[:, remaining], rem_names, class_names, base_doc,
+                                                forbidden, out_dir, f"acl_iter{t}", truth, 1.0, False, log)
+        state["history"].append({"iteration": t, "p_t": pseudo.acl_p_t(t, kw["p_init"], kw["gamma"], kw["p_min"]),
+                                 "taken": len(frame), "counts": counts, "precision": prec,
+                                 "valid_f1": summary["valid_f1"], "test_f1": summary.get("test_f1"),
+                                 "pool_left": len(rem_names) - len(frame)})
+        log.info(f"ACL iteration {t}: valid F1 {summary['valid_f1']:.4f}; took {len(frame)}")
+        if len(frame) == 0:
+            state["done"] = True
+            _save_state(state_path, state)
+            break
+        frame = frame.assign(source=f"acl_iter{t}")
+        taken = pd.concat([taken, frame], ignore_index=True)
+        state["taken"] = taken.to_dict("records")
+        write_pseudo_split(os.path.join(out_dir, f"acl_iter{t + 1}.json"), base_doc, taken, forbidden,
+                           {"strategy": "acl", "iteration": t + 1, "params": kw, "teachers": list(teachers)})
+        _save_state(state_path, state)
+        t += 1
+    all_prec = pseudo.precision_report(taken, truth, class_names) if len(taken) else None
+    prec = None
+    if all_prec is not None:
+        p = all_prec[all_prec["group"] == "all"]["precision"].iloc[0]
+        prec = None if np.isnan(p) else float(p)
+    return {"strategy": "acl", "stage1": state["history"][0] if state["history"] else None,
+            "stage2": _result(summary), "n_pseudo": len(taken), "precision": prec,
+            "counts": {c: int((taken["emo"] == c).sum()) for c in class_names}, "history": state["history"]}
+
+
+def _save_state(path, state):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, path)
