@@ -71,6 +71,9 @@ FEAT_TEXT_DICT = {
     "demo-roberta-large-UTT": [1024, _feat("demo", "demo-roberta-large-UTT")],
     "demo-bert-base-UTT": [768, _feat("demo", "demo-bert-base-UTT")],
     "mosi-bclstm-text": [100, _feat("mosi", "mosi-bclstm-text")],
+    # MELD transcripts, written by `python preprocess/meld.py --features minilm,tfidf`
+    "meld-minilm-UTT": [384, _feat("meld", "meld-minilm-UTT")],
+    "meld-tfidf-UTT": [256, _feat("meld", "meld-tfidf-UTT")],
 }
 
 # Frame-level (T, dim) sequences, e.g. OpenFace: 17 AU intensities (_r) then 18 AU presences (_c).
@@ -102,6 +105,7 @@ FRAME_LEVEL_MODALITIES = {"au"}
 #   test_label_csv:   name,discrete[,valence]   test ground truth, used only for scoring
 #   unlabeled_csv:    name                      unlabelled pool (semi-supervised learning)
 #   unlabeled_truth:  name,discrete             hidden truth of the unlabelled pool (demo only)
+#   transcripts_csv:  name,text                 utterance transcripts (offline text teachers read them)
 # Entries may be missing (None) for data sets that lack them.
 # ---------------------------------------------------------------------------------------------
 DATASETS = {
@@ -125,6 +129,21 @@ DATASETS = {
         "teacher_dir": _feat("mosi", "teachers"),
         # utterances of one video share a speaker: validation splits keep videos whole
         "group_col": "video",
+        "transcripts_csv": _feat("mosi", "transcripts.csv"),
+    },
+    # written by `python preprocess/meld.py`: label_csv is the official train + dev, the official dev split
+    # is train_lst/meld/official.json
+    "meld": {
+        "emo_rule": "MELD",
+        "label_csv": _feat("meld", "train_labels.csv"),
+        "test_csv": _feat("meld", "test.csv"),
+        "test_label_csv": _feat("meld", "test_labels.csv"),
+        "unlabeled_csv": None,
+        "unlabeled_truth": None,
+        "teacher_dir": _feat("meld", "teachers"),
+        # the utterances of one dialogue are each other's context: validation splits keep dialogues whole
+        "group_col": "dialogue",
+        "transcripts_csv": _feat("meld", "transcripts.csv"),
     },
 }
 

@@ -21,7 +21,6 @@ Teachers: the data set's teacher files (``--teachers``; defaults below), made by
 """
 
 import argparse
-import json
 import os
 import shlex
 import sys

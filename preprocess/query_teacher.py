@@ -47,7 +47,6 @@ Exit status: 0 done (per-clip failures are counted in the summary), 2 bad input,
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -55,6 +54,7 @@ import time
 import _paths  # noqa: F401
 import config
 from toolkit.files import DataError, read_names_csv
+from toolkit.utils import get_logger as utils_get_logger
 from toolkit.teacher_client import (AbortRun, AuthError, MediaSource, TeacherRunner, build_backend,
                                     default_teacher_name, read_subtitles, shorten_base64, summary_line,
                                     with_subtitle)
@@ -119,23 +119,8 @@ def build_parser():
 
 
 def get_logger(log_file=None):
-    """The ``mer.teacher`` logger on stderr (and ``log_file``), the format of toolkit.utils.get_logger
-    (not imported: it pulls in torch, which a machine that only calls an API need not have)."""
-    log = logging.getLogger("mer.teacher")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="a"))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        log.addHandler(handler)
-    return log
+    """The ``mer.teacher`` logger on stderr (and appended to ``log_file``)."""
+    return utils_get_logger("mer.teacher", log_file, append=True)
 
 
 def list_names(args, ds):

@@ -7,11 +7,14 @@ import random
 import sys
 
 import numpy as np
-import torch
+
+# torch is imported inside the functions that need it, so that torch-free tools (the teacher client on a
+# machine that only calls an API) can share this module's logger.
 
 
 def set_seed(seed):
     """Seed Python, NumPy and torch (CPU and CUDA) and ask cuDNN for deterministic kernels."""
+    import torch
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -23,6 +26,7 @@ def set_seed(seed):
 
 def resolve_device(device="auto", gpu=0):
     """``auto`` picks CUDA (GPU ``gpu``) when available, else the CPU; ``cuda`` without one fails."""
+    import torch
     device = str(device).lower()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
