@@ -47,6 +47,7 @@ PRESETS = {
                            "--batch_size 32"},
     "meld": {"feat": "meld-minilm-UTT,meld-tfidf-UTT",
              "teachers": ["zeroshot.jsonl", "lexicon.jsonl"],
+             "base_split": "official.json",  # MELD's official train/dev split; seeds vary the labelled draw
              "train_args": "--model auto_attention --hidden_dim 128 --dropout 0.5 --epochs 25 --lr 5e-4 "
                            "--batch_size 32"},
 }
@@ -83,8 +84,9 @@ def main(argv=None):
     p.add_argument("--feat", default=None, help="features (default: the data set's preset)")
     p.add_argument("--teachers", nargs="*", default=None, help="teacher files (default: the preset's)")
     p.add_argument("--train_args", default=None, help="train.py flags (default: the preset's)")
-    p.add_argument("--base_split", default="seed{seed}.json",
-                   help="split list under train_lst/<dataset>/ the N labelled are drawn from ({seed} filled in)")
+    p.add_argument("--base_split", default=None,
+                   help="split list under train_lst/<dataset>/ the N labelled are drawn from ({seed} filled in; "
+                        "default: the preset's, else seed{seed}.json)")
     p.add_argument("--max_iter", type=int, default=3, help="ACL labelling rounds")
     p.add_argument("--min_conf", type=float, default=4.0, help="teacher strategy: confidence threshold")
     p.add_argument("--top_k", type=int, default=200, help="student and acl: cap per class")
@@ -111,7 +113,12 @@ def main(argv=None):
     rows, t0 = [], time.time()
     for n in ns:
         for seed in seeds:
-            base = os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, args.base_split.format(seed=seed))
+            base_name = args.base_split or preset.get("base_split", "seed{seed}.json")
+            base = os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, base_name.format(seed=seed))
+            if not os.path.isfile(base):
+                print(f"error: split list '{base}' does not exist; build it first (preprocess/build_splits.py, "
+                      f"or preprocess/meld.py for MELD)", file=sys.stderr)
+                return 2
             folder = os.path.join(root, f"n{n}", f"seed{seed}")
             os.makedirs(folder, exist_ok=True)
             split, pool, truth = low_resource_split(base, n, seed, os.path.join(folder, "labelled.json"), emo_rule)
