@@ -175,3 +175,34 @@ def test_ablation_ranks_the_informative_expert_first(tiny, capsys):
                           "--parts", "all", "--save_root", root, "--train_args", targs]) == 0
     log = open(os.path.join(root, "all", "tiny", "seed0", "moe", "run", "train.log")).read()
     assert "already complete" in log and "epoch 6/6" in log  # the first run's log is kept
+
+
+def test_test_script_batch_mode_writes_every_run_and_expert_head(tiny, capsys):
+    runs = [train(train_args(tiny, "--model", "moe", "--seed", str(seed)))["run_dir"] for seed in (0, 1)]
+    runs.append(train(train_args(tiny, "--run_name", "aa"))["run_dir"])
+    out_dir = tiny.tmp / "preds"
+    rc = test_script.main(["--run", *runs, "--names", str(tiny.tmp / "test.csv"), "--labels",
+                           str(tiny.tmp / "test_labels.csv"), "--out_dir", str(out_dir), "--heads", "--device", "cpu"])
+    assert rc == 0
+    files = sorted(os.listdir(out_dir))
+    for rid in ("tiny_seed0_moe_run", "tiny_seed1_moe_run"):
+        assert f"{rid}.csv" in files
+        for head in ("tiny-signal", "tiny-noise", "cross-modal"):  # one head per expert plus the cross-modal one
+            df = pd.read_csv(out_dir / f"{rid}__head_{head}.csv")
+            assert len(df) == 30 and np.allclose(df[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-4)
+    # auto_attention has no heads: only its fused prediction
+    assert "tiny_seed0_auto_attention_aa.csv" in files
+    assert not any(f.startswith("tiny_seed0_auto_attention_aa__head") for f in files)
+    # the signal head is far better than the noise head on the known answer
+    sig = pd.read_csv(out_dir / "tiny_seed0_moe_run__head_tiny-signal.csv")
+    noise = pd.read_csv(out_dir / "tiny_seed0_moe_run__head_tiny-noise.csv")
+    assert (sig["pred"] == sig["label"]).mean() > (noise["pred"] == noise["label"]).mean() + 0.3
+    # each run's own validation list, scored with its split's labels
+    rc = test_script.main(["--run", *runs[:2], "--split_valid", "--out_dir", str(tiny.tmp / "valid"), "--device",
+                           "cpu"])
+    assert rc == 0
+    v = pd.read_csv(tiny.tmp / "valid" / "tiny_seed0_moe_run.csv")
+    assert len(v) == 24 and "label" in v.columns  # the tiny split holds 24 validation samples
+    # several runs need --out_dir
+    with pytest.raises(SystemExit):
+        test_script.main(["--run", *runs[:2], "--names", str(tiny.tmp / "test.csv")])

@@ -17,6 +17,7 @@ import os
 import resource
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -66,23 +67,28 @@ def split_path_for(args):
 
 
 @torch.no_grad()
-def predict(model, samples, batch_size=512, drop=None):
+def predict(model, samples, batch_size=512, drop=None, return_heads=False):
     """Class probabilities ``(N, C)``, expert weights ``(N, E)`` where the model gives them, and the mean
     cross-entropy of the predictions (comparable across models; auxiliary loss terms left out).
-    ``drop``: indices of experts to leave out (a missing modality)."""
+    ``drop``: indices of experts to leave out (a missing modality). ``return_heads``: also return each
+    expert head's class probabilities ``(N, H, C)`` (models with heads, e.g. moe; else None)."""
     model.eval()
-    probs, weights, losses, counts = [], [], [], []
+    probs, weights, heads, losses, counts = [], [], [], [], []
     for batch in samples.iter_batches(batch_size):
         out = model(batch["feats"], batch["masks"], drop=drop)
         probs.append(out["logits"].float().softmax(-1).cpu())
         if out.get("expert_weights") is not None:
             weights.append(out["expert_weights"].float().cpu())
+        if return_heads and out.get("expert_logits") is not None:
+            heads.append(out["expert_logits"].float().softmax(-1).cpu())
         if batch["labels"] is not None:
             losses.append(float(F.cross_entropy(out["logits"].float(), batch["labels"])) * len(batch["idx"]))
             counts.append(len(batch["idx"]))
     probs = torch.cat(probs).numpy()
     weights = torch.cat(weights).numpy() if weights else None
     loss = sum(losses) / sum(counts) if counts else float("nan")
+    if return_heads:
+        return probs, weights, loss, (torch.cat(heads).numpy() if heads else None)
     return probs, weights, loss
 
 
@@ -290,10 +296,13 @@ def evaluate_test(args, ds_cfg, run_dir, device, log):
 
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
-                 num_workers=4, log=None, drop_experts=()):
+                 num_workers=4, log=None, drop_experts=(), write_heads=False):
     """test.py: class probabilities of a run's best model for a name list (a CSV with a ``name`` column, or
     the list itself); metrics where labels are given.
-    ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read)."""
+    ``label_csv``: a label CSV, or a dict ``name -> label``.
+    ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read).
+    ``write_heads``: for models with expert heads (moe), also write each head's predictions beside
+    ``out_csv`` as ``<out>__head_<expert>.csv`` (same format; ``cross-modal`` for the fused-input head)."""
     log = log or get_logger("mer.test")
     device = resolve_device(device, gpu)
     model, ckpt = load_run(run_dir, device)
@@ -313,10 +322,20 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     if drop:
         log.info(f"experts left out: {list(drop_experts)}")
     samples = SampleSet(stores, names, max_len=cfg.get("max_len"), device=device, source=f"'{names_csv}'")
-    probs, weights, _ = predict(model, samples, batch_size, drop=drop)
+    probs, weights, _, heads = predict(model, samples, batch_size, drop=drop, return_heads=True)
     labels, result = None, {"run_dir": run_dir, "n": len(names)}
-    if label_csv:
+    if isinstance(label_csv, dict):
+        missing = [n for n in names if n not in label_csv]
+        if missing:
+            raise DataError(f"no label for {len(missing)} names of {names_csv}: {missing[:5]}")
+        cidx = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted({label_csv[n] for n in names} - set(cidx))
+        if unknown:
+            raise DataError(f"labels {unknown} are not in the run's label set {class_names}")
+        labels = np.array([cidx[label_csv[n]] for n in names], dtype=np.int64)
+    elif label_csv:
         labels = label_indices(label_csv, names, class_names, f"'{names_csv}'")
+    if labels is not None:
         preds = probs.argmax(1)
         result.update(emotion_metrics(labels, preds))
         report, cm = full_report(labels, preds, class_names)
@@ -326,6 +345,14 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     if out_csv:
         os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
         df.to_csv(out_csv, index=False, float_format="%.6f")
+        result["head_csvs"] = []
+        if write_heads and heads is not None:
+            head_names = list(feats) + ["cross-modal"] if heads.shape[1] == len(feats) + 1 else list(feats)
+            for j, head in enumerate(head_names):
+                path = f"{os.path.splitext(out_csv)[0]}__head_{head}.csv"
+                prediction_frame(names, heads[:, j], class_names, labels).to_csv(path, index=False,
+                                                                                 float_format="%.6f")
+                result["head_csvs"].append(path)
         if labels is not None:
             png = os.path.splitext(out_csv)[0] + "_confusion.png"
             plot_confusion(result["confusion"], class_names, png,
