@@ -24,19 +24,28 @@ class MixtureOfExperts(MERModel):
 
     def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, seq_layers=2, seq_heads=4,
                  seq_dim=64, max_len=32, expert_dropout=0.3, input_noise=0.0, lambda_kl=0.1, lambda_con=0.1,
-                 temperature=0.1, proj_dim=64, grad_clip=-1.0):
+                 temperature=0.1, proj_dim=64, grad_clip=-1.0, combine="average", cross="concat"):
         super().__init__(feat_dims=feat_dims, frame_level=frame_level, num_classes=num_classes,
                          hidden_dim=hidden_dim, dropout=dropout, seq_layers=seq_layers, seq_heads=seq_heads,
                          seq_dim=seq_dim, max_len=max_len, expert_dropout=expert_dropout, input_noise=input_noise,
                          lambda_kl=lambda_kl, lambda_con=lambda_con, temperature=temperature, proj_dim=proj_dim,
-                         grad_clip=grad_clip)
+                         grad_clip=grad_clip, combine=combine, cross=cross)
+        if combine not in ("average", "product"):
+            raise ValueError(f"combine must be 'average' or 'product', got '{combine}'")
+        if cross not in ("concat", "attention"):
+            raise ValueError(f"cross must be 'concat' or 'attention', got '{cross}'")
+        self.combine, self.cross_kind = combine, cross
         n = len(feat_dims)
         self.lambda_kl, self.lambda_con, self.temperature = float(lambda_kl), float(lambda_con), float(temperature)
         self.encoders = build_encoders(feat_dims, frame_level, hidden_dim, dropout, seq_layers, seq_heads, max_len,
                                        seq_dim)
         self.heads = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(n))
-        self.cross = nn.Sequential(nn.Linear(n * hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
+        cross_in = hidden_dim if cross == "attention" else n * hidden_dim
+        self.cross = nn.Sequential(nn.Linear(cross_in, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
                                    nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        if cross == "attention":  # the auto_attention fusion: per-sample softmax weights over expert states
+            self.cross_att = nn.Sequential(nn.Linear(n * hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
+                                           nn.Linear(hidden_dim, n))
         self.cross_head = nn.Linear(hidden_dim, num_classes)
         self.gate = nn.Sequential(nn.Linear(n * hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden_dim, n + 1))
@@ -46,7 +55,13 @@ class MixtureOfExperts(MERModel):
     def fuse(self, feats, masks, keep):
         hiddens = self.encode(feats, masks, keep)
         cat = torch.cat(hiddens, dim=1)
-        logits_k = [head(h) for head, h in zip(self.heads, hiddens)] + [self.cross_head(self.cross(cat))]
+        if self.cross_kind == "attention":
+            att = self.cross_att(cat)
+            att = (att.masked_fill(~keep, float("-inf")) if keep is not None else att).softmax(dim=-1)
+            cross_in = (torch.stack(hiddens, dim=1) * att.unsqueeze(-1)).sum(dim=1)
+        else:
+            cross_in = cat
+        logits_k = [head(h) for head, h in zip(self.heads, hiddens)] + [self.cross_head(self.cross(cross_in))]
         expert_logits = torch.stack(logits_k, dim=1)  # (B, N+1, C)
         b = cat.shape[0]
         heads_kept = torch.ones(b, len(logits_k), dtype=torch.bool, device=cat.device)
@@ -54,6 +69,8 @@ class MixtureOfExperts(MERModel):
             heads_kept[:, :-1] = keep
         gate = self.gate(cat).masked_fill(~heads_kept, float("-inf")).softmax(dim=-1)  # (B, N+1)
         logits = (gate.unsqueeze(-1) * expert_logits).sum(dim=1)
+        if self.combine == "product":  # a gated product of experts: the weighted sum of logits, not their mean
+            logits = logits * heads_kept.sum(dim=1, keepdim=True).float()
         return {"logits": logits, "expert_logits": expert_logits, "expert_weights": gate, "heads_kept": heads_kept,
                 "hiddens": hiddens}
 
