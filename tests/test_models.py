@@ -103,3 +103,23 @@ def test_input_noise_only_while_training():
 def test_unknown_hyperparameter_is_named_with_the_accepted_ones():
     with pytest.raises(ValueError, match="no hyperparameter att_norm; it takes: .*lambda_kl"):
         create_model("moe", [3], [False], 2, att_norm="softmax")
+
+
+@pytest.mark.parametrize("combine,cross", [("average", "attention"), ("product", "concat"), ("product", "attention")])
+def test_moe_variants_train_and_drop_experts(combine, cross):
+    torch.manual_seed(0)
+    model = create_model("moe", [12, 7, 4], [False, False, True], 6, hidden_dim=16, seq_dim=8, seq_heads=2,
+                         combine=combine, cross=cross)
+    feats, masks = _batch()
+    out = model(feats, masks)
+    model.loss(out, torch.tensor([0, 1, 2, 3, 5])).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    a, b = model(feats, masks), model(feats, masks, drop=[1])
+    assert torch.allclose(a["expert_weights"].sum(1), torch.ones(5), atol=1e-5)
+    assert (b["expert_weights"][:, 1] == 0).all() and torch.isfinite(b["logits"]).all()
+    if combine == "product":  # the gated sum of the kept heads' logits = (number kept) x the gated mean
+        mean = (a["expert_weights"].unsqueeze(-1) * a["expert_logits"]).sum(1)
+        assert torch.allclose(a["logits"], 4 * mean, atol=1e-5)
+    with pytest.raises(ValueError, match="combine"):
+        create_model("moe", [3], [False], 2, combine="max")
