@@ -118,6 +118,21 @@ def student_probs(run_dirs, names, device="auto"):
     return out
 
 
+def cached_student_probs(run_dir, names, cache_path, device="auto"):
+    """:func:`student_probs` of one run, kept in ``cache_path`` (npz with the names) so that strategies
+    sharing a stage-1 run on one pool predict it once; recomputed when the run's checkpoint is newer."""
+    ckpt = os.path.join(run_dir, "best.pth")
+    if os.path.isfile(cache_path) and os.path.getmtime(cache_path) >= os.path.getmtime(ckpt):
+        z = np.load(cache_path, allow_pickle=False)
+        if z["names"].tolist() == list(names):
+            return z["probs"]
+    probs = student_probs([run_dir], names, device)[0]
+    tmp = cache_path + ".tmp.npz"
+    np.savez(tmp, names=np.array(list(names)), probs=probs)
+    os.replace(tmp, cache_path)
+    return probs
+
+
 def _result(summary):
     return {k: summary.get(k) for k in ("valid_f1", "valid_acc", "test_f1", "test_acc", "best_epoch", "run_dir")}
 
@@ -157,7 +172,8 @@ def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=
     if strategy == "none":
         result.update(stage2=_result(s1), n_pseudo=0, precision=None, counts={})
         return result
-    probs = student_probs([s1["run_dir"]], pool, device)[0] if strategy != "teacher" else None
+    probs = (cached_student_probs(s1["run_dir"], pool, os.path.join(out_dir, "pool_probs_stage1.npz"), device)
+             if strategy != "teacher" else None)
     t_lab, t_conf, _ = teacher_matrix(list(teachers), pool, emo_rule, log) if teachers else (None, None, None)
     if strategy in ("teacher", "consensus", "acl") and t_lab is None:
         raise DataError(f"strategy '{strategy}' needs at least one teacher file (--teachers)")
@@ -230,7 +246,8 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
             _save_state(state_path, state)
             break
         rem_names = [pool[i] for i in remaining]
-        probs = student_probs([summary["run_dir"]], rem_names, device)[0]
+        probs = (cached_student_probs(summary["run_dir"], rem_names, os.path.join(out_dir, "pool_probs_stage1.npz"),
+                                      device) if t == 0 else student_probs([summary["run_dir"]], rem_names, device)[0])
         sel_kw = {k: kw[k] for k in ("p_init", "gamma", "p_min", "theta", "top_k", "c_t")}
         frame, counts, prec = _select_and_write("acl", {**sel_kw, "t": t}, probs, t_lab_all[:, remaining],
                                                 t_conf_all[:, remaining], rem_names, class_names, base_doc,
