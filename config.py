@@ -71,6 +71,9 @@ FEAT_TEXT_DICT = {
     "demo-roberta-large-UTT": [1024, _feat("demo", "demo-roberta-large-UTT")],
     "demo-bert-base-UTT": [768, _feat("demo", "demo-bert-base-UTT")],
     "mosi-bclstm-text": [100, _feat("mosi", "mosi-bclstm-text")],
+    # MOSI transcripts embedded by the project: `python preprocess/mosi_bclstm.py --text_features minilm,tfidf`
+    "mosi-minilm-UTT": [384, _feat("mosi", "mosi-minilm-UTT")],
+    "mosi-tfidf-UTT": [128, _feat("mosi", "mosi-tfidf-UTT")],
     # MELD transcripts, written by `python preprocess/meld.py --features minilm,tfidf`
     "meld-minilm-UTT": [384, _feat("meld", "meld-minilm-UTT")],
     "meld-tfidf-UTT": [256, _feat("meld", "meld-tfidf-UTT")],

