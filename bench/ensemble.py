@@ -3,9 +3,11 @@ undo a planted labelling bias?
 
     python bench/ensemble.py [--seeds 0,1,2,3,4] [--model auto_attention] [--epochs 30] [--bias_rate 0.4]
 
-Part 1 (the demo as it is): one training split (train_lst/demo/seed0.json), one run per seed (seeds change
-initialisation and batch order), each scored on the test list; the runs vote (majority, soft, and weighted
-with weights fitted on the validation predictions). Part 2 (a demo variant with a planted bias): in the
+Part 1 (the demo as it is): one run per seed, each on its own split (train_lst/demo/seed<k>.json, as
+MERBench's seeds: a different 80/20 draw of the labelled pool, a different initialisation and batch order),
+each scored on the test list; the runs vote (majority and soft; weighted voting needs the members'
+validation predictions on one shared list, so part 1 also votes the runs of part 2's shared split when
+``--shared_split`` is given). Part 2 (a demo variant with a planted bias): in the
 labelled pool, a share ``--bias_rate`` of the sad, surprise and neutral clips are labelled worried (an
 annotator habit the MER2025 runner-up corrected for); the test labels stay true. The same seeds are trained
 on that variant, soft-voted, and re-ranked with ``--rules`` (default: the shipped rerank_rules.yaml, with the
@@ -52,12 +54,13 @@ def plant_bias(label_csv, out_csv, rate, target="worried", sources=BIASED_FROM, 
 
 
 def train_seeds(split, seeds, root, args, log):
+    """One run per seed on ``split`` (None: each seed's own split train_lst/demo/seed<k>.json)."""
     runs = []
     for seed in seeds:
         targs = build_parser().parse_args([
-            "--dataset", "demo", "--split", split, "--seed", str(seed), "--feat", args.feat, "--model", args.model,
+            "--dataset", "demo", "--seed", str(seed), "--feat", args.feat, "--model", args.model,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--save_root", root, "--device", args.device,
-            "--test", "--quiet", "--resume"])
+            "--test", "--quiet", "--resume"] + (["--split", split] if split else []))
         s = train(targs)
         log.info(f"{root} seed {seed}: valid F1 {s['valid_f1']:.4f}, test F1 {s['test_f1']:.4f}")
         runs.append(s["run_dir"])
@@ -93,27 +96,40 @@ def main(argv=None):
     class_names = config.EMO_RULE["MER"]
     test_truth = dict(zip(*[read_label_csv(ds["test_label_csv"], class_names)[c] for c in ("name", "discrete")]))
 
-    # part 1: the demo as it is
-    split = os.path.join(config.PATH_TO_TRAIN_LST, "demo", "seed0.json")
-    if not os.path.isfile(split):
-        build_splits.build(ds["label_csv"], "MER", os.path.dirname(split), (0,))
-    runs = train_seeds(split, seeds, os.path.join(args.save_root, "clean"), args, log)
-    test, valid = members(runs, class_names)
+    # part 1: the demo as it is, each seed on its own split
+    missing = [k for k in seeds if not os.path.isfile(os.path.join(config.PATH_TO_TRAIN_LST, "demo", f"seed{k}.json"))]
+    if missing:
+        build_splits.build(ds["label_csv"], "MER", os.path.join(config.PATH_TO_TRAIN_LST, "demo"), tuple(seeds))
+    runs = train_seeds(None, seeds, os.path.join(args.save_root, "clean"), args, log)
+    test = read_members([os.path.join(r, "test_pred.csv") for r in runs], class_names)
     rows = []
-    for i, mid in enumerate(test.member_ids):
-        rows.append(("run " + mid.split("/")[0], *f1_acc(valid.labels, valid.probs[i].argmax(1)),
-                     *f1_acc(test.labels, test.probs[i].argmax(1))))
+    for i, run in enumerate(runs):
+        v = pd.read_csv(os.path.join(run, "valid_pred.csv"))
+        vl, vp = v["label"].map(class_names.index).to_numpy(), v["pred"].map(class_names.index).to_numpy()
+        rows.append((f"run seed{seeds[i]} (own split)", *f1_acc(vl, vp), *f1_acc(test.labels, test.probs[i].argmax(1))))
     best_single = max(r[3] for r in rows)
-    weights = fit_weights(valid.probs, valid.labels)
-    for mode in ("majority", "soft", "weighted"):
-        w = weights if mode == "weighted" else None
-        _, vp = vote(valid.probs, mode, w)
-        _, tp = vote(test.probs, mode, w)
-        rows.append((f"ensemble: {mode}", *f1_acc(valid.labels, vp), *f1_acc(test.labels, tp)))
+    for mode in ("majority", "soft"):
+        _, tp = vote(test.probs, mode)
+        rows.append((f"ensemble: {mode}", np.nan, np.nan, *f1_acc(test.labels, tp)))
     t1 = pd.DataFrame(rows, columns=["member", "valid F1", "valid acc", "test F1", "test acc"])
     soft_f1 = t1.loc[t1["member"] == "ensemble: soft", "test F1"].item()
-    print(f"part 1: {len(seeds)} seeds of {args.model} on the demo (split seed0)")
-    print(t1.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"part 1: {len(seeds)} seeds of {args.model} on the demo, each on its own split")
+    print(t1.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4f}"))
+    # the same with one shared split (only initialisation and batch order differ), where weights can be fitted
+    shared = os.path.join(config.PATH_TO_TRAIN_LST, "demo", "seed0.json")
+    sruns = train_seeds(shared, seeds, os.path.join(args.save_root, "shared"), args, log)
+    stest, svalid = members(sruns, class_names)
+    srows = [(f"run seed{k} (split seed0)", *f1_acc(svalid.labels, svalid.probs[i].argmax(1)),
+              *f1_acc(stest.labels, stest.probs[i].argmax(1))) for i, k in enumerate(seeds)]
+    weights = fit_weights(svalid.probs, svalid.labels)
+    for mode in ("majority", "soft", "weighted"):
+        w = weights if mode == "weighted" else None
+        _, vp = vote(svalid.probs, mode, w)
+        _, tp = vote(stest.probs, mode, w)
+        srows.append((f"ensemble: {mode}", *f1_acc(svalid.labels, vp), *f1_acc(stest.labels, tp)))
+    t2 = pd.DataFrame(srows, columns=["member", "valid F1", "valid acc", "test F1", "test acc"])
+    print("\npart 1b: the same seeds on one shared split (seed0): only initialisation and batch order differ")
+    print(t2.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"weighted voting weights (fitted on validation): {np.round(weights, 3).tolist()}")
 
     # part 2: planted bias toward worried in the labels; rules re-rank the soft vote

@@ -153,9 +153,12 @@ def _select_and_write(strategy, kw, probs, t_lab, t_conf, pool, class_names, spl
 
 
 def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), pool=None, truth_csv=None,
-              out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto", log=None):
+              out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto", log=None,
+              tag=None):
     """Stage 1 on ``split``; pseudo labels on ``pool`` by ``strategy``; stage 2 on labelled + pseudo.
-    Returns a dict with stage-1 and stage-2 metrics and the pseudo-label counts and precision."""
+    Returns a dict with stage-1 and stage-2 metrics and the pseudo-label counts and precision. ``tag`` names
+    the stage-2 files (default: the strategy), so variants of one strategy can share a folder."""
+    tag = tag or strategy
     ds_cfg = config.DATASETS.get(dataset, {})
     emo_rule = ds_cfg.get("emo_rule", "MER")
     class_names = config.EMO_RULE[emo_rule]
@@ -178,14 +181,14 @@ def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=
     if strategy in ("teacher", "consensus", "acl") and t_lab is None:
         raise DataError(f"strategy '{strategy}' needs at least one teacher file (--teachers)")
     frame, counts, prec = _select_and_write(strategy, strategy_kw, probs, t_lab, t_conf, pool, class_names,
-                                            split_doc, forbidden, out_dir, strategy, truth, weight,
+                                            split_doc, forbidden, out_dir, tag, truth, weight,
                                             weight_by_confidence, log)
-    pseudo_path = os.path.join(out_dir, f"pseudo_{strategy}.json")
+    pseudo_path = os.path.join(out_dir, f"pseudo_{tag}.json")
     write_pseudo_split(pseudo_path, split_doc, frame, forbidden,
                        {"strategy": strategy, "params": strategy_kw, "teachers": list(teachers), "seed": seed})
     init = os.path.join(s1["run_dir"], "best.pth") if stage2_init == "stage1" else None
-    s2 = train_run(train_args, pseudo_path, out_dir, f"stage2_{strategy}", seed, model_pretrain=init, device=device)
-    log.info(f"stage 2 ({strategy}, {len(frame)} pseudo labels): valid F1 {s2['valid_f1']:.4f}"
+    s2 = train_run(train_args, pseudo_path, out_dir, f"stage2_{tag}", seed, model_pretrain=init, device=device)
+    log.info(f"stage 2 ({tag}, {len(frame)} pseudo labels): valid F1 {s2['valid_f1']:.4f}"
              + (f", test F1 {s2['test_f1']:.4f}" if 'test_f1' in s2 else "") + f"; {time.time() - t0:.1f}s")
     result.update(stage2=_result(s2), n_pseudo=len(frame), precision=prec, counts=counts, pseudo_split=pseudo_path)
     return result
