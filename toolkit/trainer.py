@@ -154,7 +154,9 @@ def train(args):
     if args.resume and not os.path.isfile(last_path) and os.path.isfile(summary_path):
         log.info(f"--resume: {run_dir} is already complete; nothing to do")
         with open(summary_path) as f:
-            return json.load(f)
+            done = json.load(f)
+        done["run_dir"] = run_dir  # where it is now (the folder may have been moved since)
+        return done
 
     model_cfg = resolve_model_config(args)
     for key, value in model_cfg.items():
