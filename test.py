@@ -14,7 +14,9 @@ per run (the run id is the run folder's path below the save root, joined with ``
 ``--split_valid`` predicts each run's own validation list (from the split list recorded in its args.yaml) and
 scores it with that list's labels. ``--drop_experts F ...`` leaves experts out as if their input were missing
 (their feature files are not read). With labels, prints accuracy, weighted F1, a per-class report and the
-confusion matrix, and saves the matrix next to each output as ``<out>_confusion.png``.
+confusion matrix, and saves the matrix next to each output as ``<out>_confusion.png``. A run trained with
+``--context`` reads each name's dialogue from its data set's label tables (``--dialogue_csv`` adds others):
+the names of the list are cut into dialogues, and names without a dialogue id stand alone.
 """
 
 import argparse
@@ -59,6 +61,9 @@ def main(argv=None):
     p.add_argument("--heads", action="store_true", help="also write each expert head's predictions (moe)")
     p.add_argument("--drop_experts", nargs="*", default=[], metavar="FEATURE",
                    help="leave these experts out (a modality missing at test time; their files are not read)")
+    p.add_argument("--dialogue_csv", nargs="*", default=None, metavar="CSV",
+                   help="context runs: CSVs with name, dialogue id and order for the names (default: the run's "
+                        "data set's label tables, the --names and --labels files)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--gpu", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=512)
@@ -83,7 +88,7 @@ def main(argv=None):
             else:
                 out = args.out or os.path.join(run, f"pred_{tag}.csv")
             res = evaluate_run(run, names, labels, out, args.device, args.gpu, args.batch_size, args.num_workers,
-                               drop_experts=args.drop_experts, write_heads=args.heads)
+                               drop_experts=args.drop_experts, write_heads=args.heads, dialogue_csv=args.dialogue_csv)
             print(f"{run}: wrote {res['n']} predictions to {out}"
                   + (f" (+ {len(res['head_csvs'])} expert heads)" if res.get("head_csvs") else ""))
             if "acc" in res:

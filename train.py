@@ -2,6 +2,8 @@
 
     python train.py --dataset demo --seed 0 --feat "['demo-hubert-large-UTT','demo-roberta-large-UTT']" \
         --model auto_attention --epochs 40 --test
+    # conversation context: whole dialogues, a context layer over each utterance's 2 x 2 neighbours
+    python train.py --dataset meld --split train_lst/meld/official.json --feat meld-minilm-UTT --context 2 --test
 
 Writes a run folder under --save_root (see toolkit/trainer.py) and ends with the line
 ``BEST: epoch:<e>, loss:<l>, acc:<a>, f-score:<f>`` (validation, best epoch by weighted F1).
@@ -56,6 +58,15 @@ def build_parser():
     g.add_argument("--expert_dropout", type=float, default=None, help="drop whole experts while training")
     g.add_argument("--input_noise", type=float, default=None, help="Gaussian noise on standardised inputs")
     g.add_argument("--grad_clip", type=float, default=None)
+    g.add_argument("--context", type=int, default=None, metavar="K",
+                   help="conversation context: 0 off (default); K > 0 adds a context layer over whole dialogues "
+                        "(a convolution over 2K+1 neighbouring utterances, then a bidirectional GRU) on top of the "
+                        "model's fused state")
+    g.add_argument("--context_hidden", type=int, default=None, help="width of the context layer (default 128)")
+    p.add_argument("--dialogue_csv", nargs="*", default=[], metavar="CSV",
+                   help="with --context: CSVs with name, the dialogue column (the data set's group_col, else "
+                        "'dialogue') and order, read after the data set's label tables; names without a "
+                        "dialogue id stand alone")
     g.add_argument("--model_args", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other model hyperparameter, e.g. --model_args lambda_kl=0.2 lambda_con=0")
     return p

@@ -1,11 +1,18 @@
 """CMU-MOSI (bc-LSTM features): the three-modality attention model over 5 seeds, test accuracy.
 
     python bench/mosi_bclstm.py [--src ../shared/data/mosi-bclstm] [--model auto_attention] [--device auto]
+    python bench/mosi_bclstm.py --context          # with conversation context over each video (K = 3)
 
 Converts the release with preprocess/mosi_bclstm.py (once), builds video-disjoint validation splits
 (preprocess/build_splits.py), trains one run per seed (best epoch by validation weighted F1), scores it on
 the official test split, and prints as its last line ``mosi test accuracy: <mean> +- <std>``.
-Published reference on these features: bc-LSTM (trimodal, with context) 0.803.
+``--context [K]`` adds the context layer (models/context.py) over the utterances of each video (train.py
+``--context K``; K = 3 when the flag has no value). Published reference on these features: bc-LSTM
+(trimodal, with context) 0.803.
+
+Caveat: the validation videos are nearly separable (the bc-LSTM extractors were trained on all training
+videos), so validation cannot choose settings here; the context settings were fixed beforehand, from MELD's
+dev split, never from the test split.
 """
 
 import argparse
@@ -37,6 +44,9 @@ def main(argv=None):
     p.add_argument("--hidden_dim", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--l2", type=float, default=1e-5)
+    p.add_argument("--context", type=int, nargs="?", const=3, default=0, metavar="K",
+                   help="conversation context over each video's utterances: K neighbours on each side (flag alone: 3)")
+    p.add_argument("--context_hidden", type=int, default=128, help="width of the context layer")
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0 --att_norm none\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
@@ -55,7 +65,9 @@ def main(argv=None):
             "--dataset", "mosi", "--seed", str(seed), "--feat", ",".join(FEATS), "--model", args.model,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch_size", str(args.batch_size),
             "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,
-            "--l2", str(args.l2), "--save_root", args.save_root, "--test", "--quiet", *args.extra.split()])
+            "--l2", str(args.l2), "--save_root", args.save_root, "--test", "--quiet",
+            "--context", str(args.context), "--context_hidden", str(args.context_hidden),
+            "--run_name", f"ctx{args.context}" if args.context else "run", *args.extra.split()])
         summary = train(targs)
         accs.append(summary["test_acc"])
         f1s.append(summary["test_f1"])

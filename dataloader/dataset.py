@@ -3,6 +3,11 @@
 ``SampleSet`` is one list of samples (a train, valid or test list) over the selected features.
 Utterance-level features of the list are gathered once into tensors on the training device;
 frame-level ones are padded per batch from the packed frames with a mask.
+
+For context models a list can be cut into dialogues (``set_dialogues``, see dataloader/dialogue.py): batches
+then hold whole dialogues, their utterances flat as in the utterance mode, plus ``dialog_index``
+``(n_dialogues, max_len)``, each dialogue's positions in the flat batch in order (-1 on padding), and
+``dialog_mask`` (True on real utterances).
 """
 
 import numpy as np
@@ -41,6 +46,7 @@ class SampleSet:
             self.labels = self.labels.to(self.device)
         if self.weights is not None:
             self.weights = self.weights.to(self.device)
+        self.dialogues = None
 
     def __len__(self):
         return len(self.names)
@@ -87,15 +93,71 @@ class SampleSet:
         return out
 
     def iter_batches(self, batch_size, shuffle=False, seed=0, drop_last=False):
-        """Yield batches; with ``shuffle`` the order comes from ``seed`` alone (reproducible)."""
+        """Yield batches; with ``shuffle`` the order comes from ``seed`` alone (reproducible). Once the list
+        is cut into dialogues (``set_dialogues``), batches of whole dialogues (``drop_last`` is ignored)."""
+        if self.dialogues is not None:
+            for plan in self._dialogue_plan(batch_size, shuffle, seed):
+                yield self.dialogue_batch(plan)
+            return
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - (n % batch_size) if (drop_last and n > batch_size) else n
         for start in range(0, stop, batch_size):
             yield self.batch(order[start:start + batch_size])
 
-    def num_batches(self, batch_size, drop_last=False):
+    def num_batches(self, batch_size, drop_last=False, shuffle=False, seed=0):
+        if self.dialogues is not None:
+            return len(self._dialogue_plan(batch_size, shuffle, seed))
         n = len(self)
         if drop_last and n > batch_size:
             return n // batch_size
         return (n + batch_size - 1) // batch_size
+
+    # ------------------------------------------------------------------ dialogue mode (context models)
+
+    def set_dialogues(self, groups):
+        """Cut the list into dialogues: ``groups`` holds one int array of positions (into this list) per
+        dialogue, in dialogue order; every position exactly once (``DialogueIndex.groups`` gives that).
+        ``None`` returns to single utterances."""
+        if groups is None:
+            self.dialogues = None
+            return
+        groups = [np.asarray(g, dtype=np.int64).reshape(-1) for g in groups]
+        flat = np.concatenate(groups) if groups else np.empty(0, np.int64)
+        if len(flat) != len(self) or not np.array_equal(np.sort(flat), np.arange(len(self))):
+            raise ValueError(f"dialogue groups must hold every position of the {len(self)} names exactly once")
+        if any(len(g) == 0 for g in groups):
+            raise ValueError("a dialogue group is empty")
+        self.dialogues = groups
+
+    def _dialogue_plan(self, batch_size, shuffle, seed):
+        """Lists of dialogue numbers, one per batch: dialogues (shuffled by ``seed``) are added to a batch
+        until the next one would take it past ``batch_size`` utterances; a longer dialogue is a batch alone."""
+        n = len(self.dialogues)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        plans, cur, size = [], [], 0
+        for d in order:
+            k = len(self.dialogues[d])
+            if cur and size + k > batch_size:
+                plans.append(cur)
+                cur, size = [], 0
+            cur.append(int(d))
+            size += k
+        if cur:
+            plans.append(cur)
+        return plans
+
+    def dialogue_batch(self, dialogue_ids):
+        """Batch of whole dialogues (numbers into ``self.dialogues``): ``batch`` of their utterances, flat in
+        dialogue order, plus ``dialog_index`` and ``dialog_mask`` (see the module docstring)."""
+        groups = [self.dialogues[d] for d in dialogue_ids]
+        lens = np.array([len(g) for g in groups])
+        width = int(lens.max())
+        index = np.full((len(groups), width), -1, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        for row, (s, k) in enumerate(zip(starts, lens)):
+            index[row, :k] = np.arange(s, s + k)
+        out = self.batch(np.concatenate(groups))
+        out["dialog_index"] = torch.as_tensor(index, device=self.device)
+        out["dialog_mask"] = out["dialog_index"] >= 0
+        return out

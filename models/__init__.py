@@ -2,7 +2,9 @@
 
 Every model takes ``feat_dims`` (one per selected feature), ``frame_level`` (one bool per feature),
 ``num_classes`` and its hyperparameters (``models/model-tune.yaml`` holds the defaults), and returns
-from ``forward(feats, masks)`` a dict with at least ``logits`` of shape ``(B, num_classes)``.
+from ``forward(feats, masks)`` a dict with at least ``logits`` of shape ``(B, num_classes)`` and ``hidden``, its
+fused representation. ``create_model(..., context=K)`` with K > 0 wraps the model in a dialogue context layer
+(models/context.py); ``context_hidden``, ``context_dropout`` and ``context_aux`` configure it.
 """
 
 import importlib
@@ -46,6 +48,10 @@ def load_model_config(name, path=None):
 
 
 def create_model(name, feat_dims, frame_level, num_classes, **hparams):
+    """Build registered model ``name``; with ``context`` > 0 inside a ``ContextModel`` (models/context.py)."""
+    from models.context import CONTEXT_DEFAULTS, ContextModel
+    ctx = {k: hparams.pop(k) for k in list(hparams) if k in CONTEXT_DEFAULTS}
+    ctx = {k: (CONTEXT_DEFAULTS[k] if v is None else v) for k, v in {**CONTEXT_DEFAULTS, **ctx}.items()}
     if name not in MODEL_REGISTRY:
         raise KeyError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
     cls = MODEL_REGISTRY[name]
@@ -54,7 +60,12 @@ def create_model(name, feat_dims, frame_level, num_classes, **hparams):
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
         raise ValueError(f"model '{name}' has no hyperparameter {', '.join(unknown)}; it takes: {', '.join(accepted)}")
-    return cls(feat_dims=list(feat_dims), frame_level=list(frame_level), num_classes=num_classes, **hparams)
+    model = cls(feat_dims=list(feat_dims), frame_level=list(frame_level), num_classes=num_classes, **hparams)
+    if int(ctx["context"]) > 0:
+        return ContextModel(model, **ctx)
+    if int(ctx["context"]) < 0:
+        raise ValueError(f"context must be 0 (off) or a number of neighbours on each side, got {ctx['context']}")
+    return model
 
 
 _import_all()

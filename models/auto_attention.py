@@ -34,6 +34,7 @@ class AutoAttention(MERModel):
         self.attention_mlp = MLPEncoder(hidden_dim * n, hidden_dim, dropout)
         self.fc_att = nn.Linear(hidden_dim, n)
         self.fc_out = nn.Linear(hidden_dim, num_classes)
+        self.fused_dim = hidden_dim
 
     def fuse(self, feats, masks, keep):
         hiddens = self.encode(feats, masks, keep)

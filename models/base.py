@@ -47,7 +47,9 @@ def expert_keep_mask(batch_size, n_experts, p, device, generator=None):
 class MERModel(nn.Module):
     """Base class of every registered model.
 
-    Subclasses implement ``fuse(feats, masks, keep) -> dict(logits=..., ...)``. ``forward`` first
+    Subclasses implement ``fuse(feats, masks, keep) -> dict(logits=..., hidden=..., ...)``, ``hidden`` being
+    the fused representation ``(B, fused_dim)`` the classifier reads (a context layer reads it too, see
+    models/context.py), and set ``self.fused_dim``. ``forward`` first
     standardises the inputs, adds Gaussian noise of std ``input_noise`` while training, and builds ``keep``,
     a ``(B, n_experts)`` bool mask of the experts a sample may use: while training each expert is dropped
     with probability ``expert_dropout`` (at least one kept); at any time ``drop`` (expert indices) removes
@@ -55,6 +57,8 @@ class MERModel(nn.Module):
     The constructor arguments are kept so a checkpoint can rebuild the model."""
 
     model_name = None
+    needs_dialogues = False  # True for context models: forward also takes the batch's dialogues
+    fused_dim = None
 
     def __init__(self, **config):
         super().__init__()

@@ -33,6 +33,7 @@ class LowRankFusion(MERModel):
         self.rank_bias = nn.Parameter(torch.zeros(1, fusion_dim))
         self.norm = nn.LayerNorm(fusion_dim)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, num_classes))
+        self.fused_dim = fusion_dim
 
     def fuse(self, feats, masks, keep):
         hiddens = self.encode(feats, masks, keep)

@@ -38,6 +38,7 @@ class MultimodalInfoMax(MERModel):
         self.fusion = nn.Sequential(nn.Linear(n * hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
                                     nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
+        self.fused_dim = hidden_dim
         self.mi_mu = nn.ModuleList(nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
                                                  nn.Linear(hidden_dim, hidden_dim)) for _ in range(n - 1))
         self.mi_logvar = nn.ModuleList(nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),

@@ -51,6 +51,7 @@ class MixtureOfExperts(MERModel):
                                   nn.Linear(hidden_dim, n + 1))
         self.proj = nn.ModuleList(nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
                                                 nn.Linear(hidden_dim, proj_dim)) for _ in range(n))
+        self.fused_dim = hidden_dim
 
     def fuse(self, feats, masks, keep):
         hiddens = self.encode(feats, masks, keep)
@@ -61,7 +62,8 @@ class MixtureOfExperts(MERModel):
             cross_in = (torch.stack(hiddens, dim=1) * att.unsqueeze(-1)).sum(dim=1)
         else:
             cross_in = cat
-        logits_k = [head(h) for head, h in zip(self.heads, hiddens)] + [self.cross_head(self.cross(cross_in))]
+        cross_state = self.cross(cross_in)
+        logits_k = [head(h) for head, h in zip(self.heads, hiddens)] + [self.cross_head(cross_state)]
         expert_logits = torch.stack(logits_k, dim=1)  # (B, N+1, C)
         b = cat.shape[0]
         heads_kept = torch.ones(b, len(logits_k), dtype=torch.bool, device=cat.device)
@@ -71,8 +73,10 @@ class MixtureOfExperts(MERModel):
         logits = (gate.unsqueeze(-1) * expert_logits).sum(dim=1)
         if self.combine == "product":  # a gated product of experts: the weighted sum of logits, not their mean
             logits = logits * heads_kept.sum(dim=1, keepdim=True).float()
+        # the fused state (what a context layer reads): the gate-weighted sum of the N+1 experts' states
+        hidden = (gate.unsqueeze(-1) * torch.stack(hiddens + [cross_state], dim=1)).sum(dim=1)
         return {"logits": logits, "expert_logits": expert_logits, "expert_weights": gate, "heads_kept": heads_kept,
-                "hiddens": hiddens}
+                "hiddens": hiddens, "hidden": hidden}
 
     def loss(self, out, labels, weights=None):
         kept = out["heads_kept"].float()  # (B, N+1)

@@ -75,6 +75,61 @@ def tiny(tmp_path, monkeypatch):
     return env
 
 
+def make_dialogues(root, n_dialogues=60, seed=0):
+    """A 3-class problem where an utterance's label is mostly recoverable only from its neighbours.
+
+    Every dialogue (4 to 8 utterances) has one label, shared by all its utterances. ``dia-cue`` (6-d): one or
+    two utterances of each dialogue carry the class prototype (plus small noise), the others pure noise. Alone,
+    an utterance is right about half of the time (its cue, or a guess); with its dialogue, always.
+    Returns the label table (name, discrete, valence, dialogue, order), rows in dialogue order."""
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(0, 3, (3, 6))
+    rows, feats = [], {}
+    classes = rng.permutation(np.arange(n_dialogues) % 3)  # balanced: each class in a third of the dialogues
+    for d in range(n_dialogues):
+        k, n = int(classes[d]), int(rng.integers(4, 9))
+        cues = set(rng.choice(n, size=int(rng.integers(1, 3)), replace=False).tolist())
+        for u in range(n):
+            name = f"d{d:03d}_u{u}"
+            feats[name] = (protos[k] + rng.normal(0, 0.5, 6) if u in cues else rng.normal(0, 1, 6)).astype(np.float32)
+            rows.append({"name": name, "discrete": CLASSES[k], "valence": 0.0, "dialogue": f"d{d:03d}", "order": u})
+    os.makedirs(os.path.join(root, "dia-cue"), exist_ok=True)
+    for name, x in feats.items():
+        np.save(os.path.join(root, "dia-cue", name + ".npy"), x)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def dialogues(tmp_path, monkeypatch):
+    """Registers the feature dia-cue and a data set 'dia' (group_col 'dialogue'): 45 dialogues for training and
+    validation (validation splits keep dialogues whole), 15 for the test list."""
+    root = tmp_path / "features"
+    labels = make_dialogues(str(root))
+    monkeypatch.setattr(config, "CACHE_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setattr(config, "PATH_TO_TRAIN_LST", str(tmp_path / "train_lst"))
+    monkeypatch.setitem(config.EMO_RULE, "TINY", CLASSES)
+    monkeypatch.setitem(config.FEAT_TEXT_DICT, "dia-cue", [6, str(root / "dia-cue")])
+    test_dia = sorted(labels["dialogue"].unique())[45:]
+    is_test = labels["dialogue"].isin(test_dia)
+    labels[~is_test].to_csv(tmp_path / "dia_labels.csv", index=False)
+    labels[is_test][["name"]].to_csv(tmp_path / "dia_test.csv", index=False)
+    labels[is_test].to_csv(tmp_path / "dia_test_labels.csv", index=False)
+    monkeypatch.setitem(config.DATASETS, "dia", {
+        "emo_rule": "TINY", "label_csv": str(tmp_path / "dia_labels.csv"), "test_csv": str(tmp_path / "dia_test.csv"),
+        "test_label_csv": str(tmp_path / "dia_test_labels.csv"), "unlabeled_csv": None, "unlabeled_truth": None,
+        "teacher_dir": None, "group_col": "dialogue"})
+    import build_splits
+    build_splits.build(str(tmp_path / "dia_labels.csv"), "TINY", str(tmp_path / "train_lst" / "dia"), seeds=(0,),
+                       group_col="dialogue")
+
+    class Env:
+        pass
+
+    env = Env()
+    env.tmp, env.root, env.labels = tmp_path, root, labels
+    return env
+
+
 def train_args(env, *extra):
     """Parsed train.py arguments for the tiny data set."""
     from train import build_parser

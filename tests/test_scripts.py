@@ -71,3 +71,31 @@ def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("mosi test accuracy: ") and 0.5 < float(last.split()[3]) <= 1
     assert (tmp_path / "f" / "mosi" / "test_labels.csv").is_file()
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
+                    reason="shared MOSI data absent")
+def test_mosi_benchmark_with_context_trains_over_whole_videos(tmp_path):
+    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
+    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "1", "--context",
+                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("mosi test accuracy: ")
+    log = (tmp_path / "saved" / "mosi" / "seed0" / "auto_attention" / "ctx3" / "train.log").read_text()
+    assert "context: valid:" in log and "; 0 of one utterance)" in log  # every video whole, none cut
+
+
+@pytest.mark.skipif(not all(os.path.isdir(os.path.join(REPO, "features", "meld", f))
+                            for f in ("meld-minilm-UTT", "meld-tfidf-UTT")),
+                    reason="MELD features not computed (python preprocess/meld.py --features minilm,tfidf)")
+def test_meld_benchmark_trains_without_and_with_context_and_prints_its_figure(tmp_path):
+    r = subprocess.run([sys.executable, "bench/meld.py", "--seeds", "0", "--epochs", "1", "--context", "1",
+                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1].startswith("meld test weighted F1 with context: ") and 0.2 < float(lines[-1].split()[-3]) <= 1
+    assert any(line.startswith("| no context |") for line in lines)
+    table = pd.read_csv(tmp_path / "saved" / "meld_bench.csv")
+    assert sorted(table["context"]) == [0, 1] and table["test_f1"].between(0, 1).all()

@@ -9,6 +9,10 @@ A run folder holds everything needed to inspect or rebuild a run:
   (``--resume`` continues from it; it is removed when the run completes)
 * ``valid_pred.csv``: validation predictions of the best epoch (name, label, pred, prob_<class>...)
 * ``loss.png``, ``metrics.png``, ``train.log``; with ``--test``: ``test_pred.csv``, ``test_metrics.json``
+
+With ``--context K`` (K > 0) the model reads whole dialogues (models/context.py): every list is cut into its
+dialogues with the data set's ``DialogueIndex`` (dataloader/dialogue.py), training batches hold whole
+dialogues in a seeded random order, and predictions still come back one row per name, in the list's order.
 """
 
 import datetime
@@ -25,7 +29,8 @@ import yaml
 from tqdm import tqdm
 
 import config
-from dataloader import MissingFeature, SampleSet, load_features
+from dataloader import DialogueIndex, MissingFeature, SampleSet, load_features
+from dataloader.dialogue import describe_groups
 from models import create_model, load_model_config
 from toolkit.files import DataError, label_indices, read_names_csv, read_split_json
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
@@ -34,7 +39,7 @@ from toolkit.utils import count_parameters, get_logger, parse_feat_list, resolve
 
 # hyperparameters that may come from model-tune.yaml and be overridden on the command line
 MODEL_HPARAMS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
-                 "expert_dropout", "input_noise", "grad_clip")
+                 "expert_dropout", "input_noise", "grad_clip", "context", "context_hidden")
 
 
 def resolve_model_config(args):
@@ -66,16 +71,35 @@ def split_path_for(args):
     return args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")
 
 
+def dialogue_args(batch):
+    """The keyword arguments a context model takes from a batch of whole dialogues (none otherwise)."""
+    if batch.get("dialog_index") is None:
+        return {}
+    return {"dialog_index": batch["dialog_index"], "dialog_mask": batch["dialog_mask"]}
+
+
+def attach_dialogues(model, samples, index, log=None, what="list"):
+    """Cut ``samples`` into the dialogues of ``index`` when ``model`` reads context; else leave it as is."""
+    if not getattr(model, "needs_dialogues", False):
+        return
+    groups = index.groups(samples.names)
+    samples.set_dialogues(groups)
+    if log is not None:
+        log.info(f"context: {what}: {describe_groups(groups)}")
+
+
 @torch.no_grad()
 def predict(model, samples, batch_size=512, drop=None, return_heads=False):
     """Class probabilities ``(N, C)``, expert weights ``(N, E)`` where the model gives them, and the mean
-    cross-entropy of the predictions (comparable across models; auxiliary loss terms left out).
+    cross-entropy of the predictions (comparable across models; auxiliary loss terms left out), rows in the
+    order of ``samples.names`` (also when batches hold whole dialogues).
     ``drop``: indices of experts to leave out (a missing modality). ``return_heads``: also return each
     expert head's class probabilities ``(N, H, C)`` (models with heads, e.g. moe; else None)."""
     model.eval()
-    probs, weights, heads, losses, counts = [], [], [], [], []
+    probs, weights, heads, idx, losses, counts = [], [], [], [], [], []
     for batch in samples.iter_batches(batch_size):
-        out = model(batch["feats"], batch["masks"], drop=drop)
+        out = model(batch["feats"], batch["masks"], drop=drop, **dialogue_args(batch))
+        idx.append(batch["idx"])
         probs.append(out["logits"].float().softmax(-1).cpu())
         if out.get("expert_weights") is not None:
             weights.append(out["expert_weights"].float().cpu())
@@ -84,11 +108,15 @@ def predict(model, samples, batch_size=512, drop=None, return_heads=False):
         if batch["labels"] is not None:
             losses.append(float(F.cross_entropy(out["logits"].float(), batch["labels"])) * len(batch["idx"]))
             counts.append(len(batch["idx"]))
-    probs = torch.cat(probs).numpy()
-    weights = torch.cat(weights).numpy() if weights else None
+    order = np.argsort(np.concatenate(idx), kind="stable")  # batch order -> list order
+
+    def _rows(parts):
+        return torch.cat(parts).numpy()[order] if parts else None
+
+    probs, weights = _rows(probs), _rows(weights)
     loss = sum(losses) / sum(counts) if counts else float("nan")
     if return_heads:
-        return probs, weights, loss, (torch.cat(heads).numpy() if heads else None)
+        return probs, weights, loss, _rows(heads)
     return probs, weights, loss
 
 
@@ -121,7 +149,7 @@ def load_run(run_dir, device="cpu"):
         raise DataError(f"run folder '{run_dir}' has no best.pth; is it a finished train.py run?")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = dict(ckpt["model_config"])
-    model = create_model(ckpt["model"], **cfg)
+    model = create_model(ckpt["model"], **cfg)  # a context run's config holds its context keys
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 
@@ -183,12 +211,22 @@ def train(args):
     set_seed(args.seed)
     model = create_model(args.model, train_set.feat_dims, train_set.frame_level, len(class_names),
                          **model_cfg).to(device)
+    dialogue_csv = list(getattr(args, "dialogue_csv", None) or [])
+    if getattr(model, "needs_dialogues", False):
+        index = DialogueIndex.for_dataset(ds_cfg, dialogue_csv)
+        log.info(f"context: dialogue ids of {len(index)} names from {index.sources or 'no table'}")
+        attach_dialogues(model, train_set, index, log, "train")
+        attach_dialogues(model, valid_set, index, log, "valid")
     if args.feat_norm == "standard":
         model.input_norm.fit(train_set.feature_stats())
         log.info("inputs standardised with the training list's per-dimension mean and std")
     if args.model_pretrain:
         state = torch.load(args.model_pretrain, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if getattr(model, "needs_dialogues", False) and not any(k.startswith("base.") for k in state):
+            model.base.load_state_dict(state)  # an utterance-level run initialises the wrapped model
+        else:
+            model.load_state_dict(state)
         log.info(f"initialised from {args.model_pretrain}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.l2)
     log.info(f"model {args.model}: {count_parameters(model):,} parameters; {model_cfg}")
@@ -207,15 +245,16 @@ def train(args):
         log.info(f"resumed from {last_path} after epoch {start_epoch}")
 
     meta = {"feat": args.feat, "emo_rule": args.emo_rule, "class_names": class_names, "seed": args.seed,
-            "dataset": args.dataset}
+            "dataset": args.dataset, "dialogue_csv": dialogue_csv}
     for epoch in range(start_epoch, args.epochs):
         model.train()
         t_epoch = time.time()
         losses, seen = 0.0, 0
-        batches = train_set.iter_batches(args.batch_size, shuffle=True, seed=args.seed * 100003 + epoch)
-        for batch in tqdm(batches, total=train_set.num_batches(args.batch_size), desc=f"epoch {epoch + 1}",
-                          leave=False, disable=args.quiet):
-            out = model(batch["feats"], batch["masks"])
+        order_seed = args.seed * 100003 + epoch
+        batches = train_set.iter_batches(args.batch_size, shuffle=True, seed=order_seed)
+        for batch in tqdm(batches, total=train_set.num_batches(args.batch_size, shuffle=True, seed=order_seed),
+                          desc=f"epoch {epoch + 1}", leave=False, disable=args.quiet):
+            out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
             loss = model.loss(out, batch["labels"], batch["weights"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -285,7 +324,8 @@ def evaluate_test(args, ds_cfg, run_dir, device, log):
     if not (label_csv and os.path.isfile(label_csv)):
         label_csv = None
     res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
-                       batch_size=args.batch_size, num_workers=args.num_workers, log=log)
+                       batch_size=args.batch_size, num_workers=args.num_workers, log=log,
+                       dialogue_csv=getattr(args, "dialogue_csv", None))
     if label_csv is None:
         return {}
     out = {"test_acc": res["acc"], "test_f1": res["f1"]}
@@ -298,10 +338,13 @@ def evaluate_test(args, ds_cfg, run_dir, device, log):
 
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
-                 num_workers=4, log=None, drop_experts=(), write_heads=False):
+                 num_workers=4, log=None, drop_experts=(), write_heads=False, dialogue_csv=None):
     """test.py: class probabilities of a run's best model for a name list (a CSV with a ``name`` column, or
     the list itself); metrics where labels are given.
     ``label_csv``: a label CSV, or a dict ``name -> label``.
+    ``dialogue_csv``: for a context run, CSVs with ``name``, the dialogue column and ``order`` (default: the
+    ones the run was trained with); the run's data set's label tables, ``names_csv`` and ``label_csv`` are
+    read too. The names of the list are cut into dialogues (a name with no dialogue id stands alone).
     ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read).
     ``write_heads``: for models with expert heads (moe), also write each head's predictions beside
     ``out_csv`` as ``<out>__head_<expert>.csv`` (same format; ``cross-modal`` for the fused-input head)."""
@@ -324,6 +367,11 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     if drop:
         log.info(f"experts left out: {list(drop_experts)}")
     samples = SampleSet(stores, names, max_len=cfg.get("max_len"), device=device, source=f"'{names_csv}'")
+    if getattr(model, "needs_dialogues", False):
+        extra = list(dialogue_csv if dialogue_csv is not None else ckpt.get("dialogue_csv") or [])
+        extra += [p for p in (names_csv, label_csv) if isinstance(p, str) and os.path.isfile(p)]
+        index = DialogueIndex.for_dataset(config.DATASETS.get(ckpt.get("dataset")), extra)
+        attach_dialogues(model, samples, index, log, f"'{names_csv}'")
     probs, weights, _, heads = predict(model, samples, batch_size, drop=drop, return_heads=True)
     labels, result = None, {"run_dir": run_dir, "n": len(names)}
     if isinstance(label_csv, dict):

@@ -1,0 +1,115 @@
+"""Which dialogue (or video) each utterance belongs to, and where it sits in it.
+
+Context models read an utterance together with its neighbours. ``DialogueIndex`` maps a sample name to
+``(dialogue id, order)``, read from label tables that carry a dialogue column (``config.DATASETS[...]
+["group_col"]``: ``video`` for MOSI, ``dialogue`` for MELD) and an ``order`` column. ``groups(names)`` cuts
+a name list into its dialogues: only the names of that list, so the context of a validation or test
+utterance is made of its neighbours in the same list, never of another list and never of another dialogue.
+A name without a dialogue id is a dialogue of its own.
+"""
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from toolkit.files import DataError, _preview
+
+ORDER_COL = "order"
+
+
+class DialogueIndex:
+    """``name -> dialogue id`` and ``name -> order`` (a number; NaN where unknown)."""
+
+    def __init__(self, dialogue=None, order=None, sources=()):
+        self.dialogue = dict(dialogue or {})
+        self.order = dict(order or {})
+        self.sources = list(sources)
+
+    def __len__(self):
+        return len(self.dialogue)
+
+    def __contains__(self, name):
+        return name in self.dialogue
+
+    @classmethod
+    def from_csvs(cls, paths, group_col="dialogue", order_col=ORDER_COL):
+        """Read every CSV of ``paths`` that has ``name`` and ``group_col`` columns (the others are skipped:
+        a test list with names only adds nothing). ``order_col`` is optional: without it the order is the
+        order of the names in the list being cut. A name given two dialogue ids is an error."""
+        index = cls()
+        for path in paths:
+            if not path:
+                continue
+            if not os.path.isfile(path):
+                raise DataError(f"dialogue table '{path}' does not exist (give a CSV with name,{group_col}"
+                                f"[,{order_col}] columns)")
+            df = pd.read_csv(path, dtype={"name": str, group_col: str})
+            if "name" not in df.columns or group_col not in df.columns:
+                continue
+            index._add(df, group_col, order_col, path)
+        return index
+
+    def _add(self, df, group_col, order_col, path):
+        names = df["name"].astype(str).tolist()
+        ids = df[group_col].tolist()
+        if order_col in df.columns:
+            order = pd.to_numeric(df[order_col], errors="coerce").astype(float).tolist()
+        else:
+            order = [float("nan")] * len(names)
+        clash = []
+        for n, d, o in zip(names, ids, order):
+            if d is None or (isinstance(d, float) and np.isnan(d)) or str(d).strip() == "":
+                continue  # no dialogue id: the utterance stands alone
+            d = str(d).strip()
+            old = self.dialogue.get(n)
+            if old is not None and old != d:
+                clash.append(f"{n} ({old} vs {d})")
+                continue
+            self.dialogue[n] = d
+            self.order[n] = o
+        if clash:
+            raise DataError(f"'{path}' gives {len(clash)} names another {group_col} than an earlier table: "
+                            f"{_preview(clash)}; each utterance belongs to one dialogue")
+        self.sources.append(path)
+
+    @classmethod
+    def for_dataset(cls, ds_cfg, extra_csvs=(), group_col=None):
+        """The index of a data set of ``config.DATASETS``: its ``label_csv``, ``test_label_csv`` and
+        ``unlabeled_csv`` (those that exist and have the dialogue column), then ``extra_csvs`` (e.g.
+        ``--dialogue_csv``). ``group_col`` defaults to the data set's ``group_col``, else ``dialogue``."""
+        ds_cfg = ds_cfg or {}
+        group_col = group_col or ds_cfg.get("group_col") or "dialogue"
+        paths = [p for p in (ds_cfg.get("label_csv"), ds_cfg.get("test_label_csv"), ds_cfg.get("unlabeled_csv"))
+                 if p and os.path.isfile(p)]
+        paths += [p for p in (extra_csvs or []) if p]
+        return cls.from_csvs(paths, group_col)
+
+    def groups(self, names):
+        """Positions into ``names``, one int array per dialogue, each sorted by order (then by position in
+        ``names``). Dialogues come in the order of their first utterance in ``names``; a name with no
+        dialogue id is a dialogue of one. Every position appears exactly once."""
+        members, first = {}, []
+        for pos, n in enumerate(names):
+            d = self.dialogue.get(n)
+            key = ("dialogue", d) if d is not None else ("alone", pos)
+            if key not in members:
+                members[key] = []
+                first.append(key)
+            members[key].append(pos)
+        out = []
+        for key in first:
+            pos = members[key]
+            if len(pos) > 1:
+                order = np.array([self.order.get(names[p], np.nan) for p in pos], dtype=float)
+                if not np.isnan(order).any():
+                    pos = [p for _, p in sorted(zip(order, pos))]
+            out.append(np.asarray(pos, dtype=np.int64))
+        return out
+
+
+def describe_groups(groups):
+    """A one-line summary of a list cut into dialogues (for the log)."""
+    lens = np.array([len(g) for g in groups])
+    return (f"{int(lens.sum())} utterances in {len(lens)} dialogues (length mean {lens.mean():.1f}, max "
+            f"{lens.max()}; {int((lens == 1).sum())} of one utterance)")

@@ -1,0 +1,120 @@
+"""Conversation context on top of any registered model (MiSTER-E's context layer; bc-LSTM's idea).
+
+``ContextModel`` wraps an utterance-level ``MERModel``: the model fuses each utterance's experts into its
+state ``hidden`` ``(B, D)`` as usual; the utterances of a dialogue then pass through a 1-D convolution over
+``2 * context + 1`` neighbours and a bidirectional GRU, a residual adds the utterance's own (projected)
+state back, and a new classifier reads the result. No speaker identity is used.
+
+Padding never leaks: padded positions are zeroed before and after the convolution (so an utterance at the
+end of a dialogue sees zeros beyond it, however much padding follows) and the GRU runs over packed
+sequences. A dialogue only ever sees its own utterances.
+
+Loss: cross-entropy of the context prediction plus ``context_aux`` x the wrapped model's own loss on its
+utterance-level prediction (its auxiliary terms included: moe's head CE, KL and contrastive losses, mmim's
+MI bounds), so the utterance model keeps learning what it would alone.
+
+Built by ``models.create_model(..., context=K)`` with K > 0; the wrapper's ``config`` is the wrapped model's
+plus the context keys, so a checkpoint rebuilds it with the same call.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.base import weighted_mean
+
+# hyperparameters of the context layer (popped by create_model before the wrapped model is built)
+CONTEXT_DEFAULTS = {"context": 0, "context_hidden": 128, "context_dropout": 0.3, "context_aux": 1.0}
+
+
+class DialogueContext(nn.Module):
+    """Utterance states ``(B, in_dim)`` -> context-aware states ``(B, hidden)``, dialogue by dialogue.
+
+    ``dialog_index`` ``(n, L)``: positions of each dialogue's utterances in the flat batch, in order, -1 on
+    padding; ``dialog_mask`` ``(n, L)``: True on real utterances. Every position of the flat batch appears
+    exactly once."""
+
+    def __init__(self, in_dim, hidden, context, dropout=0.3):
+        super().__init__()
+        if int(context) < 1:
+            raise ValueError(f"context must be >= 1 neighbours on each side, got {context}")
+        self.context = int(context)
+        self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden))
+        self.conv = nn.Conv1d(hidden, hidden, kernel_size=2 * self.context + 1, padding=self.context)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h, dialog_index, dialog_mask):
+        x = self.proj(h)  # (B, H)
+        mask = dialog_mask.unsqueeze(-1).to(x.dtype)  # (n, L, 1)
+        seq = x[dialog_index.clamp_min(0)] * mask  # (n, L, H), zeros on padding
+        c = F.relu(self.conv(seq.transpose(1, 2)).transpose(1, 2)) * mask
+        lengths = dialog_mask.sum(1).cpu()
+        packed = pack_padded_sequence(self.drop(c), lengths, batch_first=True, enforce_sorted=False)
+        g, _ = self.gru(packed)
+        g, _ = pad_packed_sequence(g, batch_first=True, total_length=seq.shape[1])
+        z = self.norm(seq + self.drop(self.out(g)))  # residual: the utterance's own state plus its context
+        real = dialog_mask.reshape(-1)
+        return z.new_zeros(x.shape).index_copy(0, dialog_index.reshape(-1)[real], z.reshape(-1, z.shape[-1])[real])
+
+
+class ContextModel(nn.Module):
+    """A registered model plus a dialogue context layer and a classifier on top (see the module docstring).
+
+    ``forward(feats, masks, drop, dialog_index, dialog_mask)`` returns the wrapped model's outputs with
+    ``logits`` replaced by the context prediction; the wrapped model's own prediction is ``utterance_logits``
+    and the context state ``context_hidden``. Without ``dialog_index`` every utterance is its own dialogue."""
+
+    needs_dialogues = True
+
+    def __init__(self, base, context=1, context_hidden=128, context_dropout=0.3, context_aux=1.0):
+        super().__init__()
+        if getattr(base, "fused_dim", None) is None:
+            raise ValueError(f"model '{base.model_name}' does not say the size of its fused state (fused_dim), "
+                             "so a context layer cannot be put on it")
+        self.base = base
+        self.model_name = base.model_name
+        self.context_aux = float(context_aux)
+        self.config = {**base.config, "context": int(context), "context_hidden": int(context_hidden),
+                       "context_dropout": float(context_dropout), "context_aux": float(context_aux)}
+        self.context_layer = DialogueContext(base.fused_dim, int(context_hidden), context, float(context_dropout))
+        self.head = nn.Linear(int(context_hidden), base.config["num_classes"])
+
+    # what the trainer reads from a model
+    @property
+    def input_norm(self):
+        return self.base.input_norm
+
+    @property
+    def grad_clip(self):
+        return self.base.grad_clip
+
+    @property
+    def n_experts(self):
+        return self.base.n_experts
+
+    def forward(self, feats, masks=None, drop=None, dialog_index=None, dialog_mask=None):
+        out = dict(self.base(feats, masks, drop=drop))
+        if out.get("hidden") is None:
+            raise ValueError(f"model '{self.model_name}' returns no fused state 'hidden' for the context layer")
+        b = out["hidden"].shape[0]
+        if dialog_index is None:  # no dialogues given: each utterance alone
+            dialog_index = torch.arange(b, device=out["hidden"].device).unsqueeze(1)
+            dialog_mask = torch.ones_like(dialog_index, dtype=torch.bool)
+        elif dialog_mask is None:
+            dialog_mask = dialog_index >= 0
+        state = self.context_layer(out["hidden"], dialog_index, dialog_mask)
+        out["utterance_logits"] = out["logits"]
+        out["context_hidden"] = state
+        out["logits"] = self.head(self.context_layer.drop(state))
+        return out
+
+    def loss(self, out, labels, weights=None):
+        total = weighted_mean(F.cross_entropy(out["logits"], labels, reduction="none"), weights)
+        if self.context_aux > 0:
+            total = total + self.context_aux * self.base.loss({**out, "logits": out["utterance_logits"]}, labels,
+                                                              weights)
+        return total
