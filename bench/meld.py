@@ -1,6 +1,7 @@
 """MELD, text only: the same model without and with conversation context, 5 seeds, on the official split.
 
     python bench/meld.py [--seeds 0,1,2,3,4] [--model auto_attention] [--context 3] [--device auto]
+    python bench/meld.py --feat meld-tfidf-UTT      # one text expert only (no sentence encoder needed)
 
 Converts the release with preprocess/meld.py and computes both text features once (meld-minilm-UTT, a
 sentence encoder; meld-tfidf-UTT, TF-IDF + SVD fitted on the official train transcripts), then trains one
@@ -31,21 +32,25 @@ meld = load_script("preprocess/meld.py")
 FEATS = ["meld-minilm-UTT", "meld-tfidf-UTT"]
 
 
-def ensure_data(src, log=print):
-    """Convert MELD and compute the text features unless they are there."""
+def ensure_data(src, feats=FEATS, log=print):
+    """Convert MELD and compute the text features ``feats`` unless they are there."""
     ds = config.DATASETS["meld"]
     split = os.path.join(config.PATH_TO_TRAIN_LST, "meld", "official.json")
-    missing = [f for f in FEATS if not os.path.isdir(config.find_feature(f)[2])]
+    kinds = {v: k for k, v in meld.FEATURES.items()}
+    unknown = [f for f in feats if f not in kinds]
+    if unknown:
+        raise SystemExit(f"bench/meld.py: unknown feature(s) {unknown}; choose from {sorted(kinds)}")
+    missing = [f for f in feats if not os.path.isdir(config.find_feature(f)[2])]
     if not os.path.isfile(ds["label_csv"]) or not os.path.isfile(split) or missing:
         meld.convert(src, os.path.dirname(ds["label_csv"]), os.path.dirname(split),
-                     features=["minilm", "tfidf"], log=log, progress=False)
+                     features=[kinds[f] for f in (missing or feats)], log=log, progress=False)
     return split
 
 
 def run_seeds(split, seeds, args, context, save_root):
     rows = []
     for seed in seeds:
-        argv = ["--dataset", "meld", "--split", split, "--seed", str(seed), "--feat", ",".join(FEATS),
+        argv = ["--dataset", "meld", "--split", split, "--seed", str(seed), "--feat", ",".join(args.feat),
                 "--model", args.model, "--epochs", str(args.epochs), "--lr", str(args.lr),
                 "--batch_size", str(args.batch_size), "--hidden_dim", str(args.hidden_dim),
                 "--dropout", str(args.dropout), "--l2", str(args.l2), "--device", args.device,
@@ -63,6 +68,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", default=meld.DEFAULT_SRC, help="the MELD release folder ({train,dev,test}_sent_emo.csv)")
     p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--feat", default=",".join(FEATS), help="text experts (comma list of " + ", ".join(FEATS) + ")")
     p.add_argument("--model", default="auto_attention")
     p.add_argument("--context", type=int, default=3, help="neighbours on each side for the context run")
     p.add_argument("--context_hidden", type=int, default=128)
@@ -79,13 +85,14 @@ def main(argv=None):
     if args.context < 1:
         p.error("--context must be at least 1 (the run without context is always trained)")
 
-    split = ensure_data(args.src)
+    args.feat = [f.strip() for f in args.feat.split(",") if f.strip()]
+    split = ensure_data(args.src, args.feat)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = run_seeds(split, seeds, args, 0, args.save_root) + run_seeds(split, seeds, args, args.context,
                                                                           args.save_root)
     df = pd.DataFrame(rows)
     df.to_csv(os.path.join(args.save_root, "meld_bench.csv"), index=False, float_format="%.6f")
-    print(f"\n| {args.model}, text only ({' + '.join(FEATS)}) | dev weighted F1 | test acc | test weighted F1 |")
+    print(f"\n| {args.model}, text only ({' + '.join(args.feat)}) | dev weighted F1 | test acc | test weighted F1 |")
     print("| --- | --- | --- | --- |")
     for ctx, g in df.groupby("context"):
         label = "no context" if ctx == 0 else f"context {ctx}"

@@ -9,6 +9,12 @@ Padding never leaks: padded positions are zeroed before and after the convolutio
 end of a dialogue sees zeros beyond it, however much padding follows) and the GRU runs over packed
 sequences. A dialogue only ever sees its own utterances.
 
+Own-state masking (``context_mask`` p, training only): each utterance of a dialogue of two or more is hidden
+from the context layer with probability p (its state zeroed, as padding is), so its prediction must come from
+its neighbours. Where the utterance features fit the training labels on their own (MOSI's bc-LSTM features
+were extracted by networks trained on the training videos) the layer would otherwise learn to copy the
+utterance's own state and ignore the dialogue; at test time nothing is hidden.
+
 Loss: cross-entropy of the context prediction plus ``context_aux`` x the wrapped model's own loss on its
 utterance-level prediction (its auxiliary terms included: moe's head CE, KL and contrastive losses, mmim's
 MI bounds), so the utterance model keeps learning what it would alone.
@@ -25,7 +31,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from models.base import weighted_mean
 
 # hyperparameters of the context layer (popped by create_model before the wrapped model is built)
-CONTEXT_DEFAULTS = {"context": 0, "context_hidden": 128, "context_dropout": 0.3, "context_aux": 1.0}
+CONTEXT_DEFAULTS = {"context": 0, "context_hidden": 128, "context_dropout": 0.3, "context_aux": 1.0,
+                    "context_mask": 0.0}
 
 
 class DialogueContext(nn.Module):
@@ -35,8 +42,11 @@ class DialogueContext(nn.Module):
     padding; ``dialog_mask`` ``(n, L)``: True on real utterances. Every position of the flat batch appears
     exactly once."""
 
-    def __init__(self, in_dim, hidden, context, dropout=0.3):
+    def __init__(self, in_dim, hidden, context, dropout=0.3, mask=0.0):
         super().__init__()
+        if not 0 <= float(mask) < 1:
+            raise ValueError(f"context_mask must be in [0, 1), got {mask}")
+        self.mask = float(mask)
         if int(context) < 1:
             raise ValueError(f"context must be >= 1 neighbours on each side, got {context}")
         self.context = int(context)
@@ -51,6 +61,10 @@ class DialogueContext(nn.Module):
         x = self.proj(h)  # (B, H)
         mask = dialog_mask.unsqueeze(-1).to(x.dtype)  # (n, L, 1)
         seq = x[dialog_index.clamp_min(0)] * mask  # (n, L, H), zeros on padding
+        if self.training and self.mask > 0:  # hide some utterances' own states (dialogues of two or more)
+            hide = (torch.rand(dialog_mask.shape, device=x.device) < self.mask) & dialog_mask
+            hide &= (dialog_mask.sum(1, keepdim=True) > 1)
+            seq = seq * (~hide).unsqueeze(-1).to(x.dtype)
         c = F.relu(self.conv(seq.transpose(1, 2)).transpose(1, 2)) * mask
         lengths = dialog_mask.sum(1).cpu()
         packed = pack_padded_sequence(self.drop(c), lengths, batch_first=True, enforce_sorted=False)
@@ -70,7 +84,7 @@ class ContextModel(nn.Module):
 
     needs_dialogues = True
 
-    def __init__(self, base, context=1, context_hidden=128, context_dropout=0.3, context_aux=1.0):
+    def __init__(self, base, context=1, context_hidden=128, context_dropout=0.3, context_aux=1.0, context_mask=0.0):
         super().__init__()
         if getattr(base, "fused_dim", None) is None:
             raise ValueError(f"model '{base.model_name}' does not say the size of its fused state (fused_dim), "
@@ -79,8 +93,10 @@ class ContextModel(nn.Module):
         self.model_name = base.model_name
         self.context_aux = float(context_aux)
         self.config = {**base.config, "context": int(context), "context_hidden": int(context_hidden),
-                       "context_dropout": float(context_dropout), "context_aux": float(context_aux)}
-        self.context_layer = DialogueContext(base.fused_dim, int(context_hidden), context, float(context_dropout))
+                       "context_dropout": float(context_dropout), "context_aux": float(context_aux),
+                       "context_mask": float(context_mask)}
+        self.context_layer = DialogueContext(base.fused_dim, int(context_hidden), context, float(context_dropout),
+                                             float(context_mask))
         self.head = nn.Linear(int(context_hidden), base.config["num_classes"])
 
     # what the trainer reads from a model

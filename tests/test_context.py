@@ -194,3 +194,25 @@ def test_context_model_trains_on_a_data_set_without_dialogue_ids(tiny):
     assert n_utt == n_dia  # every utterance alone
     pred = pd.read_csv(os.path.join(s["run_dir"], "test_pred.csv"))
     assert len(pred) == 30 and {"weight_tiny-signal", "weight_tiny-noise"} <= set(pred.columns)
+
+
+def test_own_state_masking_hides_utterances_only_while_training_and_never_a_lone_one():
+    from models.context import DialogueContext
+    torch.manual_seed(0)
+    layer = DialogueContext(8, 16, context=1, dropout=0.0, mask=0.5)
+    plain = DialogueContext(8, 16, context=1, dropout=0.0, mask=0.0)
+    plain.load_state_dict(layer.state_dict())
+    h = torch.randn(21, 8)
+    index, mask = _dialog_index([1, 20])  # a lone utterance, then a dialogue of 20
+    with torch.no_grad():
+        ref = plain.eval()(h, index, mask)
+        assert torch.equal(layer.eval()(h, index, mask), ref)  # at test time nothing is hidden
+        layer.train()
+        hidden_any = False
+        for _ in range(5):
+            out = layer(h, index, mask)
+            assert torch.allclose(out[0], ref[0], atol=1e-6)  # no neighbours: never hidden
+            hidden_any |= not torch.allclose(out[1:], ref[1:], atol=1e-4)
+        assert hidden_any
+    with pytest.raises(ValueError, match="context_mask"):
+        DialogueContext(8, 16, context=1, mask=1.0)

@@ -86,16 +86,20 @@ def test_mosi_benchmark_with_context_trains_over_whole_videos(tmp_path):
     assert "context: valid:" in log and "; 0 of one utterance)" in log  # every video whole, none cut
 
 
-@pytest.mark.skipif(not all(os.path.isdir(os.path.join(REPO, "features", "meld", f))
-                            for f in ("meld-minilm-UTT", "meld-tfidf-UTT")),
-                    reason="MELD features not computed (python preprocess/meld.py --features minilm,tfidf)")
-def test_meld_benchmark_trains_without_and_with_context_and_prints_its_figure(tmp_path):
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "meld")),
+                    reason="shared MELD data absent")
+def test_meld_benchmark_converts_trains_without_and_with_context_and_prints_its_figure(tmp_path):
+    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
     r = subprocess.run([sys.executable, "bench/meld.py", "--seeds", "0", "--epochs", "1", "--context", "1",
-                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
-                       cwd=REPO, capture_output=True, text=True)
+                        "--feat", "meld-tfidf-UTT", "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
     assert lines[-1].startswith("meld test weighted F1 with context: ") and 0.2 < float(lines[-1].split()[-3]) <= 1
     assert any(line.startswith("| no context |") for line in lines)
     table = pd.read_csv(tmp_path / "saved" / "meld_bench.csv")
     assert sorted(table["context"]) == [0, 1] and table["test_f1"].between(0, 1).all()
+    assert (tmp_path / "f" / "meld" / "meld-tfidf-UTT").is_dir()  # converted by the project's own script
+    assert not (tmp_path / "f" / "meld" / "meld-minilm-UTT").exists()  # only what was asked for
+    log = (tmp_path / "saved" / "meld" / "seed0" / "auto_attention" / "ctx1" / "train.log").read_text()
+    assert "context: train: 9989 utterances in 1038 dialogues" in log  # MELD's official train dialogues
