@@ -2,7 +2,8 @@
 
 Context models read an utterance together with its neighbours. ``DialogueIndex`` maps a sample name to
 ``(dialogue id, order)``, read from label tables that carry a dialogue column (``config.DATASETS[...]
-["group_col"]``: ``video`` for MOSI, ``dialogue`` for MELD) and an ``order`` column. ``groups(names)`` cuts
+["group_col"]``: ``video`` for MOSI, ``dialogue`` for MELD) and an ``order`` column, or from a split list's
+optional ``dialogues`` and ``orders`` lists (one per name, beside ``names``). ``groups(names)`` cuts
 a name list into its dialogues: only the names of that list, so the context of a validation or test
 utterance is made of its neighbours in the same list, never of another list and never of another dialogue.
 A name without a dialogue id is a dialogue of its own.
@@ -72,6 +73,20 @@ class DialogueIndex:
             raise DataError(f"'{path}' gives {len(clash)} names another {group_col} than an earlier table: "
                             f"{_preview(clash)}; each utterance belongs to one dialogue")
         self.sources.append(path)
+
+    def add_split(self, split_doc, source="the split list"):
+        """Add the optional ``dialogues`` (and ``orders``) lists of a split list's ``train_info`` and
+        ``valid_info`` (one per name; an empty or null dialogue: the name stands alone)."""
+        for part in ("train_info", "valid_info"):
+            info = split_doc.get(part) or {}
+            if "dialogues" not in info:
+                continue
+            orders = info.get("orders", [float("nan")] * len(info["names"]))
+            ids = [None if d is None or (isinstance(d, float) and np.isnan(d)) else str(d) for d in info["dialogues"]]
+            df = pd.DataFrame({"name": [str(n) for n in info["names"]], "dialogue": pd.Series(ids, dtype=object),
+                               ORDER_COL: pd.Series(orders, dtype=object)})
+            self._add(df, "dialogue", ORDER_COL, f"{source} ({part})")
+        return self
 
     @classmethod
     def for_dataset(cls, ds_cfg, extra_csvs=(), group_col=None):

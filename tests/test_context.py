@@ -216,3 +216,37 @@ def test_own_state_masking_hides_utterances_only_while_training_and_never_a_lone
         assert hidden_any
     with pytest.raises(ValueError, match="context_mask"):
         DialogueContext(8, 16, context=1, mask=1.0)
+
+
+def test_split_list_may_carry_the_dialogues_and_pseudo_rows_keep_its_lists(dialogues):
+    from toolkit.files import read_split_json, write_split_json
+    from toolkit.semi import write_pseudo_split
+    split = read_split_json(str(dialogues.tmp / "train_lst" / "dia" / "seed0.json"))
+    meta = dialogues.labels.set_index("name")
+    for part in ("train_info", "valid_info"):
+        names = split[part]["names"]
+        split[part]["dialogues"] = [int(meta.loc[n, "dialogue"][1:]) for n in names]  # ints, as JSON may hold them
+        split[part]["orders"] = [int(meta.loc[n, "order"]) for n in names]
+    path = str(dialogues.tmp / "with_dialogues.json")
+    write_split_json(path, split["train_info"], split["valid_info"])
+    # the label table without its dialogue column: the split list alone gives the dialogues
+    labels = pd.read_csv(dialogues.tmp / "dia_labels.csv").drop(columns=["dialogue", "order"])
+    labels.sample(frac=1, random_state=0).to_csv(dialogues.tmp / "dia_labels.csv", index=False)  # rows shuffled
+    s = train(_dia_args(dialogues, "--split", path, "--context", "1", "--epochs", "30", "--run_name", "from_split"))
+    log = open(os.path.join(s["run_dir"], "train.log")).read()
+    assert "context: valid:" in log and "0 of one utterance" in log and "with_dialogues.json (train_info)" in log
+    assert s["valid_f1"] > 0.9  # the neighbours carry the answer, so the dialogues were found and ordered
+    # a split list with a dialogue list of the wrong length is refused, naming the part
+    bad = dict(split["train_info"], dialogues=split["train_info"]["dialogues"][:-1])
+    write_split_json(str(dialogues.tmp / "bad.json"), bad, split["valid_info"])
+    with pytest.raises(DataError, match="train_info.*dialogues"):
+        read_split_json(str(dialogues.tmp / "bad.json"))
+    # pseudo-labelled rows extend the lists (no dialogue of their own in the split list)
+    frame = pd.DataFrame({"name": ["u1", "u2"], "emo": [CLASSES[0], CLASSES[1]], "source": "teacher",
+                          "confidence": [5.0, 4.0], "weight": [1.0, 1.0]})
+    out = write_pseudo_split(str(dialogues.tmp / "pseudo.json"), read_split_json(path), frame)
+    doc = read_split_json(out)
+    assert doc["train_info"]["dialogues"][-2:] == ["", ""] and len(doc["train_info"]["orders"]) == len(
+        doc["train_info"]["names"])
+    index = DialogueIndex().add_split(doc, out)
+    assert "u1" not in index and len(index) == len(split["train_info"]["names"]) + len(split["valid_info"]["names"])

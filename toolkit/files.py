@@ -124,6 +124,10 @@ def read_split_json(path, emo_rule=None):
         if not (len(info["names"]) == len(info["emos"]) == len(info["vals"])):
             raise DataError(f"'{part}' in '{path}' has names, emos and vals of different lengths")
         info["emos"] = [str(e).strip().lower() for e in info["emos"]]
+        for key in ("dialogues", "orders"):  # optional, for context models (dataloader/dialogue.py)
+            if key in info and len(info[key]) != len(info["names"]):
+                raise DataError(f"'{part}' in '{path}' has {len(info[key])} {key} for {len(info['names'])} names; "
+                                f"give one per name (an empty {key[:-1]} for a name that stands alone)")
         if emo_rule is not None:
             check_labels(info["emos"], emo_rule, f"'{part}' of '{path}'")
     overlap = set(doc["train_info"]["names"]) & set(doc["valid_info"]["names"])

@@ -93,6 +93,9 @@ def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
             "weights": list(train.get("weights", [1.0] * n)) + frame["weight"].astype(float).tolist(),
             "sources": list(train.get("sources", ["labelled"] * n)) + frame["source"].tolist(),
             "confidences": list(train.get("confidences", [1.0] * n)) + frame["confidence"].astype(float).tolist()}
+    for key, fill in (("dialogues", ""), ("orders", None)):  # context lists: pseudo rows take theirs from the tables
+        if key in train:
+            info[key] = list(train[key]) + [fill] * len(names)
     write_split_json(path, info, split_doc["valid_info"], extra={"pseudo": meta or {}})
     return path
 

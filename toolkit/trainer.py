@@ -213,7 +213,7 @@ def train(args):
                          **model_cfg).to(device)
     dialogue_csv = list(getattr(args, "dialogue_csv", None) or [])
     if getattr(model, "needs_dialogues", False):
-        index = DialogueIndex.for_dataset(ds_cfg, dialogue_csv)
+        index = DialogueIndex.for_dataset(ds_cfg, dialogue_csv).add_split(split, args.split)
         log.info(f"context: dialogue ids of {len(index)} names from {index.sources or 'no table'}")
         attach_dialogues(model, train_set, index, log, "train")
         attach_dialogues(model, valid_set, index, log, "valid")
