@@ -15,7 +15,7 @@ class MixtureOfExperts(MERModel):
     expert states; a gate conditioned on all expert states weighs the N+1 heads' logits (softmax, so weights
     are comparable across samples) into the prediction.
 
-    Loss = CE(gated prediction) + mean CE of the N+1 heads + ``lambda_kl`` x mean KL(gated || head)
+    Loss = CE(gated prediction) + ``lambda_head`` (1) x mean CE of the N+1 heads + ``lambda_kl`` x mean KL(gated || head)
     (the gated prediction is the stopped-gradient target, keeping experts consistent) + ``lambda_con`` x a
     supervised contrastive loss over the experts' projected states (a sample's experts, and samples of the
     same label, are positives). Dropped experts (``expert_dropout`` while training, ``drop`` at test time)
@@ -24,12 +24,12 @@ class MixtureOfExperts(MERModel):
 
     def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, seq_layers=2, seq_heads=4,
                  seq_dim=64, max_len=32, expert_dropout=0.3, input_noise=0.0, lambda_kl=0.1, lambda_con=0.1,
-                 temperature=0.1, proj_dim=64, grad_clip=-1.0, combine="average", cross="concat"):
+                 temperature=0.1, proj_dim=64, grad_clip=-1.0, combine="average", cross="concat", lambda_head=1.0):
         super().__init__(feat_dims=feat_dims, frame_level=frame_level, num_classes=num_classes,
                          hidden_dim=hidden_dim, dropout=dropout, seq_layers=seq_layers, seq_heads=seq_heads,
                          seq_dim=seq_dim, max_len=max_len, expert_dropout=expert_dropout, input_noise=input_noise,
                          lambda_kl=lambda_kl, lambda_con=lambda_con, temperature=temperature, proj_dim=proj_dim,
-                         grad_clip=grad_clip, combine=combine, cross=cross)
+                         grad_clip=grad_clip, combine=combine, cross=cross, lambda_head=lambda_head)
         if combine not in ("average", "product"):
             raise ValueError(f"combine must be 'average' or 'product', got '{combine}'")
         if cross not in ("concat", "attention"):
@@ -37,6 +37,7 @@ class MixtureOfExperts(MERModel):
         self.combine, self.cross_kind = combine, cross
         n = len(feat_dims)
         self.lambda_kl, self.lambda_con, self.temperature = float(lambda_kl), float(lambda_con), float(temperature)
+        self.lambda_head = float(lambda_head)
         self.encoders = build_encoders(feat_dims, frame_level, hidden_dim, dropout, seq_layers, seq_heads, max_len,
                                        seq_dim)
         self.heads = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(n))
@@ -89,7 +90,7 @@ class MixtureOfExperts(MERModel):
         log_heads = out["expert_logits"].log_softmax(-1)
         kl = (target.exp() * (target - log_heads)).sum(-1)  # (B, N+1)
         kl = (kl * kept).sum(1) / kept.sum(1)
-        total = weighted_mean(fused + head_ce + self.lambda_kl * kl, weights)
+        total = weighted_mean(fused + self.lambda_head * head_ce + self.lambda_kl * kl, weights)
         if self.lambda_con > 0 and len(self.proj) > 1:
             z = torch.cat([F.normalize(p(h), dim=-1) for p, h in zip(self.proj, out["hiddens"])], dim=0)
             valid = out["heads_kept"][:, :-1].t().reshape(-1)  # expert-major, as z

@@ -123,3 +123,23 @@ def test_moe_variants_train_and_drop_experts(combine, cross):
         assert torch.allclose(a["logits"], 4 * mean, atol=1e-5)
     with pytest.raises(ValueError, match="combine"):
         create_model("moe", [3], [False], 2, combine="max")
+
+
+def test_moe_lambda_head_weighs_the_heads_cross_entropy_only():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    feats, masks = _batch()
+    labels = torch.tensor([0, 1, 2, 3, 5])
+    losses = {}
+    for lh in (0.0, 1.0, 0.3):
+        torch.manual_seed(0)
+        model = create_model("moe", [12, 7, 4], [False, False, True], 6, hidden_dim=16, seq_dim=8, seq_heads=2,
+                             lambda_kl=0.0, lambda_con=0.0, lambda_head=lh).eval()
+        with torch.no_grad():
+            out = model(feats, masks)
+            losses[lh] = float(model.loss(out, labels))
+            fused = float(F.cross_entropy(out["logits"], labels))
+            heads = float(F.cross_entropy(out["expert_logits"].reshape(-1, 6), labels.repeat_interleave(4)))
+    assert losses[0.0] == pytest.approx(fused, abs=1e-5)  # no head term: the fused cross-entropy alone
+    assert losses[1.0] == pytest.approx(fused + heads, abs=1e-5)  # every head kept in eval: their mean CE
+    assert losses[0.3] == pytest.approx(fused + 0.3 * heads, abs=1e-5)
