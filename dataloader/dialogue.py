@@ -48,18 +48,21 @@ class DialogueIndex:
             df = pd.read_csv(path, dtype={"name": str, group_col: str})
             if "name" not in df.columns or group_col not in df.columns:
                 continue
-            index._add(df, group_col, order_col, path)
+            orders = df[order_col] if order_col in df.columns else None
+            index._add(df["name"], df[group_col], orders, path, group_col)
         return index
 
-    def _add(self, df, group_col, order_col, path):
-        names = df["name"].astype(str).tolist()
-        ids = df[group_col].tolist()
-        if order_col in df.columns:
-            order = pd.to_numeric(df[order_col], errors="coerce").astype(float).tolist()
-        else:
-            order = [float("nan")] * len(names)
+    def _add(self, names, ids, orders, source, what="dialogue"):
+        """Record ``name -> (id, order)``; a missing or empty id leaves the name alone; ``orders`` may be None
+        (unknown) or hold non-numbers (unknown for those names). A name given another id than before is an
+        error naming ``source``."""
+        names = [str(n) for n in names]
+        ids = list(ids)
+        if orders is None:
+            orders = [float("nan")] * len(names)
+        orders = pd.to_numeric(pd.Series(list(orders), dtype=object), errors="coerce").astype(float).tolist()
         clash = []
-        for n, d, o in zip(names, ids, order):
+        for n, d, o in zip(names, ids, orders):
             if d is None or (isinstance(d, float) and np.isnan(d)) or str(d).strip() == "":
                 continue  # no dialogue id: the utterance stands alone
             d = str(d).strip()
@@ -70,22 +73,17 @@ class DialogueIndex:
             self.dialogue[n] = d
             self.order[n] = o
         if clash:
-            raise DataError(f"'{path}' gives {len(clash)} names another {group_col} than an earlier table: "
+            raise DataError(f"'{source}' gives {len(clash)} names another {what} than an earlier table: "
                             f"{_preview(clash)}; each utterance belongs to one dialogue")
-        self.sources.append(path)
+        self.sources.append(source)
 
     def add_split(self, split_doc, source="the split list"):
         """Add the optional ``dialogues`` (and ``orders``) lists of a split list's ``train_info`` and
         ``valid_info`` (one per name; an empty or null dialogue: the name stands alone)."""
         for part in ("train_info", "valid_info"):
             info = split_doc.get(part) or {}
-            if "dialogues" not in info:
-                continue
-            orders = info.get("orders", [float("nan")] * len(info["names"]))
-            ids = [None if d is None or (isinstance(d, float) and np.isnan(d)) else str(d) for d in info["dialogues"]]
-            df = pd.DataFrame({"name": [str(n) for n in info["names"]], "dialogue": pd.Series(ids, dtype=object),
-                               ORDER_COL: pd.Series(orders, dtype=object)})
-            self._add(df, "dialogue", ORDER_COL, f"{source} ({part})")
+            if "dialogues" in info:
+                self._add(info["names"], info["dialogues"], info.get("orders"), f"{source} ({part})")
         return self
 
     @classmethod
