@@ -61,8 +61,12 @@ def build_parser():
     g.add_argument("--context", type=int, default=None, metavar="K",
                    help="conversation context: 0 off (default); K > 0 adds a context layer over whole dialogues "
                         "(a convolution over 2K+1 neighbouring utterances, then a bidirectional GRU) on top of the "
-                        "model's fused state")
-    g.add_argument("--context_hidden", type=int, default=None, help="width of the context layer (default 128)")
+                        "model's fused state (see --context_level)")
+    g.add_argument("--context_hidden", type=int, default=None, help="width of the fused-level context layer "
+                                                                     "(default 128)")
+    g.add_argument("--context_level", choices=["fused", "expert", "both"], default=None,
+                   help="where the context layer sits: on the fused state (default), on each expert's state before "
+                        "fusion (MiSTER-E, bc-LSTM's first level), or both (bc-LSTM's hierarchy)")
     p.add_argument("--dialogue_csv", nargs="*", default=[], metavar="CSV",
                    help="with --context: CSVs with name, the dialogue column (the data set's group_col, else "
                         "'dialogue') and order, read after the data set's label tables; names without a "

@@ -55,7 +55,8 @@ def run_seeds(split, seeds, args, context, save_root):
                 "--batch_size", str(args.batch_size), "--hidden_dim", str(args.hidden_dim),
                 "--dropout", str(args.dropout), "--l2", str(args.l2), "--device", args.device,
                 "--save_root", save_root, "--run_name", f"ctx{context}", "--context", str(context),
-                "--context_hidden", str(args.context_hidden), "--test", "--quiet", *args.extra.split()]
+                "--context_hidden", str(args.context_hidden), "--context_level", args.context_level,
+                "--test", "--quiet", *args.extra.split()]
         s = train(build_parser().parse_args(argv))
         rows.append({"context": context, "seed": seed, "best_epoch": s["best_epoch"], "valid_f1": s["valid_f1"],
                      "test_acc": s["test_acc"], "test_f1": s["test_f1"]})
@@ -72,6 +73,8 @@ def main(argv=None):
     p.add_argument("--model", default="auto_attention")
     p.add_argument("--context", type=int, default=3, help="neighbours on each side for the context run")
     p.add_argument("--context_hidden", type=int, default=128)
+    p.add_argument("--context_level", choices=["fused", "expert", "both"], default="fused",
+                   help="where the context layer sits (train.py --context_level)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch_size", type=int, default=64, help="utterances per batch (whole dialogues with context)")

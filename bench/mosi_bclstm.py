@@ -2,6 +2,7 @@
 
     python bench/mosi_bclstm.py [--src ../shared/data/mosi-bclstm] [--model auto_attention] [--device auto]
     python bench/mosi_bclstm.py --context          # with conversation context over each video (K = 3)
+    python bench/mosi_bclstm.py --context --context_level expert   # a context layer per modality
 
 Converts the release with preprocess/mosi_bclstm.py (once), builds video-disjoint validation splits
 (preprocess/build_splits.py), trains one run per seed (best epoch by validation weighted F1), scores it on
@@ -9,6 +10,9 @@ the official test split, and prints as its last line ``mosi test accuracy: <mean
 ``--context [K]`` adds the context layer (models/context.py) over the utterances of each video (train.py
 ``--context K``; K = 3 when the flag has no value). Published reference on these features: bc-LSTM
 (trimodal, with context) 0.803.
+
+``python bench/bclstm_reference.py`` re-implements the authors' released bc-LSTM recipe on the same
+features and split, as the reference for this figure.
 
 Caveat: the validation videos are nearly separable (the bc-LSTM extractors were trained on all training
 videos), so validation cannot choose settings here; the context settings were fixed beforehand, from MELD's
@@ -46,7 +50,9 @@ def main(argv=None):
     p.add_argument("--l2", type=float, default=1e-5)
     p.add_argument("--context", type=int, nargs="?", const=3, default=0, metavar="K",
                    help="conversation context over each video's utterances: K neighbours on each side (flag alone: 3)")
-    p.add_argument("--context_hidden", type=int, default=128, help="width of the context layer")
+    p.add_argument("--context_hidden", type=int, default=128, help="width of the fused-level context layer")
+    p.add_argument("--context_level", choices=["fused", "expert", "both"], default="fused",
+                   help="where the context layer sits (train.py --context_level)")
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0 --att_norm none\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
@@ -67,7 +73,9 @@ def main(argv=None):
             "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,
             "--l2", str(args.l2), "--save_root", args.save_root, "--test", "--quiet",
             "--context", str(args.context), "--context_hidden", str(args.context_hidden),
-            "--run_name", f"ctx{args.context}" if args.context else "run", *args.extra.split()])
+            "--context_level", args.context_level,
+            "--run_name", (f"ctx{args.context}" + ("" if args.context_level == "fused" else f"_{args.context_level}")
+                           if args.context else "run"), *args.extra.split()])
         summary = train(targs)
         accs.append(summary["test_acc"])
         f1s.append(summary["test_f1"])

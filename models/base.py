@@ -59,6 +59,7 @@ class MERModel(nn.Module):
     model_name = None
     needs_dialogues = False  # True for context models: forward also takes the batch's dialogues
     fused_dim = None
+    expert_context = None  # set by ContextModel for the length of one call (see encode)
 
     def __init__(self, **config):
         super().__init__()
@@ -93,8 +94,14 @@ class MERModel(nn.Module):
         raise NotImplementedError
 
     def encode(self, feats, masks, keep):
-        """Each expert's state from ``self.encoders``, zeroed for dropped experts (``keep`` False)."""
+        """Each expert's state from ``self.encoders``, zeroed for dropped experts (``keep`` False).
+
+        Inside a ``ContextModel`` with expert-level context, ``expert_context`` holds (one context layer per
+        expert, dialog_index, dialog_mask) for the current call, and each state passes through its layer."""
         hiddens = [enc(x, m) for enc, x, m in zip(self.encoders, feats, masks)]
+        if self.expert_context is not None:
+            layers, index, mask = self.expert_context
+            hiddens = [layer(h, index, mask) for layer, h in zip(layers, hiddens)]
         if keep is None:
             return hiddens
         return [h * keep[:, i:i + 1].to(h.dtype) for i, h in enumerate(hiddens)]

@@ -19,6 +19,18 @@ Loss: cross-entropy of the context prediction plus ``context_aux`` x the wrapped
 utterance-level prediction (its auxiliary terms included: moe's head CE, KL and contrastive losses, mmim's
 MI bounds), so the utterance model keeps learning what it would alone.
 
+Where the layer sits (``context_level``):
+
+* ``fused`` (default): one context layer over the model's fused state, with its own classifier (above).
+* ``expert``: each expert's state (its encoder's output, before the model fuses the experts) passes through
+  its own context layer, as MiSTER-E models context per modality and bc-LSTM's first level does per
+  modality; the model then fuses the context-aware expert states and its own head predicts. No extra
+  classifier, so the loss is the model's own.
+* ``both``: expert-level layers, then the fused-level layer and classifier (bc-LSTM's hierarchy).
+
+An expert-level layer keeps the width of the expert state (the model's ``hidden_dim``); ``context_hidden`` is
+the width of the fused-level layer only.
+
 Built by ``models.create_model(..., context=K)`` with K > 0; the wrapper's ``config`` is the wrapped model's
 plus the context keys, so a checkpoint rebuilds it with the same call.
 """
@@ -32,7 +44,8 @@ from models.base import weighted_mean
 
 # hyperparameters of the context layer (popped by create_model before the wrapped model is built)
 CONTEXT_DEFAULTS = {"context": 0, "context_hidden": 128, "context_dropout": 0.3, "context_aux": 1.0,
-                    "context_mask": 0.0}
+                    "context_mask": 0.0, "context_level": "fused"}
+CONTEXT_LEVELS = ("fused", "expert", "both")
 
 
 class DialogueContext(nn.Module):
@@ -84,20 +97,35 @@ class ContextModel(nn.Module):
 
     needs_dialogues = True
 
-    def __init__(self, base, context=1, context_hidden=128, context_dropout=0.3, context_aux=1.0, context_mask=0.0):
+    def __init__(self, base, context=1, context_hidden=128, context_dropout=0.3, context_aux=1.0, context_mask=0.0,
+                 context_level="fused"):
         super().__init__()
-        if getattr(base, "fused_dim", None) is None:
-            raise ValueError(f"model '{base.model_name}' does not say the size of its fused state (fused_dim), "
-                             "so a context layer cannot be put on it")
+        if context_level not in CONTEXT_LEVELS:
+            raise ValueError(f"context_level must be one of {', '.join(CONTEXT_LEVELS)}, got '{context_level}'")
         self.base = base
         self.model_name = base.model_name
         self.context_aux = float(context_aux)
+        self.context_level = context_level
         self.config = {**base.config, "context": int(context), "context_hidden": int(context_hidden),
                        "context_dropout": float(context_dropout), "context_aux": float(context_aux),
-                       "context_mask": float(context_mask)}
-        self.context_layer = DialogueContext(base.fused_dim, int(context_hidden), context, float(context_dropout),
-                                             float(context_mask))
-        self.head = nn.Linear(int(context_hidden), base.config["num_classes"])
+                       "context_mask": float(context_mask), "context_level": context_level}
+        self.expert_context = None
+        if context_level in ("expert", "both"):
+            width = base.config.get("hidden_dim")
+            if not getattr(base, "encoders", None) or width is None:
+                raise ValueError(f"model '{base.model_name}' has no per-expert encoders of width hidden_dim, so "
+                                 f"context_level '{context_level}' cannot be used; use context_level 'fused'")
+            self.expert_context = nn.ModuleList(
+                DialogueContext(int(width), int(width), context, float(context_dropout), float(context_mask))
+                for _ in base.encoders)
+        self.context_layer = self.head = None
+        if context_level in ("fused", "both"):
+            if getattr(base, "fused_dim", None) is None:
+                raise ValueError(f"model '{base.model_name}' does not say the size of its fused state (fused_dim), "
+                                 "so a context layer cannot be put on it")
+            self.context_layer = DialogueContext(base.fused_dim, int(context_hidden), context, float(context_dropout),
+                                                 float(context_mask))
+            self.head = nn.Linear(int(context_hidden), base.config["num_classes"])
 
     # what the trainer reads from a model
     @property
@@ -113,15 +141,21 @@ class ContextModel(nn.Module):
         return self.base.n_experts
 
     def forward(self, feats, masks=None, drop=None, dialog_index=None, dialog_mask=None):
-        out = dict(self.base(feats, masks, drop=drop))
-        if out.get("hidden") is None:
-            raise ValueError(f"model '{self.model_name}' returns no fused state 'hidden' for the context layer")
-        b = out["hidden"].shape[0]
         if dialog_index is None:  # no dialogues given: each utterance alone
-            dialog_index = torch.arange(b, device=out["hidden"].device).unsqueeze(1)
+            dialog_index = torch.arange(feats[0].shape[0], device=feats[0].device).unsqueeze(1)
             dialog_mask = torch.ones_like(dialog_index, dtype=torch.bool)
         elif dialog_mask is None:
             dialog_mask = dialog_index >= 0
+        if self.expert_context is not None:  # read by MERModel.encode while this call lasts
+            self.base.expert_context = (self.expert_context, dialog_index, dialog_mask)
+        try:
+            out = dict(self.base(feats, masks, drop=drop))
+        finally:
+            self.base.expert_context = None
+        if self.context_layer is None:  # expert level only: the model's own fusion and head predict
+            return out
+        if out.get("hidden") is None:
+            raise ValueError(f"model '{self.model_name}' returns no fused state 'hidden' for the context layer")
         state = self.context_layer(out["hidden"], dialog_index, dialog_mask)
         out["utterance_logits"] = out["logits"]
         out["context_hidden"] = state
@@ -129,6 +163,8 @@ class ContextModel(nn.Module):
         return out
 
     def loss(self, out, labels, weights=None):
+        if self.context_layer is None:
+            return self.base.loss(out, labels, weights)
         total = weighted_mean(F.cross_entropy(out["logits"], labels, reduction="none"), weights)
         if self.context_aux > 0:
             total = total + self.context_aux * self.base.loss({**out, "logits": out["utterance_logits"]}, labels,

@@ -94,9 +94,10 @@ def _dialog_index(lengths):
     return index, index >= 0
 
 
+@pytest.mark.parametrize("level", ["fused", "expert", "both"])
 @pytest.mark.parametrize("name", list_models())
-def test_context_never_crosses_a_dialogue_and_padding_changes_nothing(name):
-    model = _model(name, context=2).eval()
+def test_context_never_crosses_a_dialogue_and_padding_changes_nothing(name, level):
+    model = _model(name, context=2, context_level=level).eval()
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(10, 12, generator=g), torch.randn(10, 7, generator=g)]
     with torch.no_grad():
@@ -139,6 +140,35 @@ def test_every_model_with_context_forward_backward_and_its_own_losses(name):
         _model(name, context=-1)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_expert_level_context_feeds_the_models_own_fusion(name):
+    g = torch.Generator().manual_seed(2)
+    feats = [torch.randn(9, 12, generator=g), torch.randn(9, 7, generator=g)]
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    index, mask = _dialog_index([4, 1, 4])
+    expert = _model(name, context_level="expert")
+    assert expert.context_layer is None and len(expert.expert_context) == 2
+    out = expert(feats, None, dialog_index=index, dialog_mask=mask)
+    assert out["logits"].shape == (9, 3) and torch.isfinite(out["logits"]).all() and "utterance_logits" not in out
+    assert expert.base.expert_context is None  # the hook lasts one call only
+    loss = expert.loss(out, labels)
+    assert float(loss.detach()) == pytest.approx(float(expert.base.loss(out, labels).detach()))  # the model's own
+    loss.backward()
+    grads = {n: p.grad for n, p in expert.named_parameters() if p.requires_grad}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert all(float(sum(g.abs().sum() for n, g in grads.items() if n.startswith(f"expert_context.{i}."))) > 0
+               for i in range(2))
+    # the wrapped model alone (an utterance-level run's weights) still loads into the expert-level model's base
+    expert.base.load_state_dict(_model(name, context=0).state_dict())
+    both = _model(name, context_level="both")
+    out = both(feats, None, dialog_index=index, dialog_mask=mask)
+    assert out["utterance_logits"].shape == (9, 3) and both.config["context_level"] == "both"
+    both.loss(out, labels).backward()
+    assert all(p.grad is not None for n, p in both.named_parameters() if n.startswith(("expert_context.", "head.")))
+    with pytest.raises(ValueError, match="context_level"):
+        _model(name, context_level="speaker")
+
+
 # ------------------------------------------------------------------------------------------- runs
 
 
@@ -147,6 +177,9 @@ def test_context_beats_no_context_where_the_answer_is_in_the_neighbours(dialogue
     ctx = train(_dia_args(dialogues, "--run_name", "ctx", "--test", "--context", "1", "--epochs", "30"))
     assert alone["test_f1"] < 0.75  # own features: the cue, or a guess
     assert ctx["test_f1"] > 0.9 and ctx["test_f1"] > alone["test_f1"] + 0.2
+    per_expert = train(_dia_args(dialogues, "--run_name", "ctx_expert", "--test", "--context", "1", "--epochs", "30",
+                                 "--context_level", "expert"))
+    assert per_expert["test_f1"] > 0.9  # the neighbours reach the head through the expert states as well
     log = open(os.path.join(ctx["run_dir"], "train.log")).read()
     assert "context: valid:" in log and "dialogues" in log
     # an utterance-level run initialises a context run's wrapped model
@@ -156,10 +189,12 @@ def test_context_beats_no_context_where_the_answer_is_in_the_neighbours(dialogue
 
 
 def test_context_run_saves_loads_and_predicts_in_the_list_order(dialogues, capsys):
-    s = train(_dia_args(dialogues, "--test", "--context", "2", "--model", "moe", "--epochs", "4"))
+    s = train(_dia_args(dialogues, "--test", "--context", "2", "--model", "moe", "--epochs", "4",
+                        "--context_level", "both"))
     run = s["run_dir"]
     model, ckpt = load_run(run)
     assert model.needs_dialogues and ckpt["model"] == "moe" and ckpt["model_config"]["context"] == 2
+    assert ckpt["model_config"]["context_level"] == "both" and model.expert_context is not None
     assert any(k.startswith("context_layer.gru.") for k in ckpt["state_dict"])
     test_pred = pd.read_csv(os.path.join(run, "test_pred.csv"))
     names = pd.read_csv(dialogues.tmp / "dia_test.csv")["name"].tolist()
@@ -250,3 +285,35 @@ def test_split_list_may_carry_the_dialogues_and_pseudo_rows_keep_its_lists(dialo
         doc["train_info"]["names"])
     index = DialogueIndex().add_split(doc, out)
     assert "u1" not in index and len(index) == len(split["train_info"]["names"]) + len(split["valid_info"]["names"])
+
+
+def test_bclstm_reference_reads_whole_dialogues_and_learns_from_neighbours(dialogues, tmp_path):
+    from conftest import make_dialogues
+    from toolkit.utils import load_script
+    ref = load_script("bench/bclstm_reference.py")
+    (train, test), n_classes = ref.load_data("dia", ["dia-cue"], log=lambda *a: None)
+    x, y, mask = train
+    assert n_classes == 3 and x["dia-cue"].shape[0] == 45 and x["dia-cue"].shape[2] == 6
+    assert int(mask.sum() + test[2].sum()) == len(dialogues.labels)
+    first = dialogues.labels.iloc[:int(mask[0].sum())]  # row 0: the first dialogue, in order
+    assert np.allclose(x["dia-cue"][0, :len(first)].numpy(),
+                       np.stack([np.load(dialogues.root / "dia-cue" / f"{n}.npy") for n in first["name"]]))
+    assert float(x["dia-cue"][0, len(first):].abs().sum()) == 0  # padding is zeros
+    # learning: 300 dialogues whose answer lies only in the neighbours (an utterance alone: about half right)
+    labels = make_dialogues(str(tmp_path / "big"), n_dialogues=300, seed=1)
+
+    def tensors(dia):
+        groups = [labels.index[labels["dialogue"] == d].to_numpy() for d in dia]
+        feats = np.stack([np.load(tmp_path / "big" / "dia-cue" / f"{n}.npy") for n in labels["name"]])
+        width = max(len(g) for g in groups)
+        xs, ys, ms = np.zeros((len(groups), width, 6), np.float32), np.zeros((len(groups), width), np.int64), \
+            np.zeros((len(groups), width), np.float32)
+        for i, g in enumerate(groups):
+            xs[i, :len(g)], ms[i, :len(g)] = feats[g], 1
+            ys[i, :len(g)] = [CLASSES.index(c) for c in labels.loc[g, "discrete"]]
+        return {"dia-cue": torch.from_numpy(xs)}, torch.from_numpy(ys), torch.from_numpy(ms)
+
+    dia = sorted(labels["dialogue"].unique())
+    acc, epochs = ref.run_seed((tensors(dia[:240]), tensors(dia[240:])), 3, seed=0, device="cpu", max_epochs=60,
+                               lstm_width=32, log=lambda *a: None)
+    assert 1 <= epochs <= 60 and acc > 0.85

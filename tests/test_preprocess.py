@@ -123,3 +123,13 @@ def test_demo_descriptions_are_no_giveaway(demo):
     clf = LogisticRegression(max_iter=2000).fit(vec.transform(desc[tr]), y[tr])
     acc = (clf.predict(vec.transform(desc[te])) == y[te]).mean()
     assert 0.5 < acc < 0.85  # informative (it is the teacher's reasoning), but no single feature solves the demo
+
+
+def test_load_script_keeps_the_repositorys_modules_ahead_of_a_scripts_namesakes():
+    import importlib.util
+    load_script("bench/bclstm_reference.py")  # bench/ holds an ensemble.py too
+    import sys
+    paths = [os.path.abspath(p) for p in sys.path]
+    assert paths.index(os.path.join(REPO, "bench")) > paths.index(REPO)
+    origin = importlib.util.find_spec("ensemble").origin
+    assert os.path.dirname(origin) == REPO and load_script("bench/bclstm_reference.py").FEATS[0] == "mosi-bclstm-text"

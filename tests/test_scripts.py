@@ -86,6 +86,20 @@ def test_mosi_benchmark_with_context_trains_over_whole_videos(tmp_path):
     assert "context: valid:" in log and "; 0 of one utterance)" in log  # every video whole, none cut
 
 
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
+                    reason="shared MOSI data absent")
+def test_bclstm_reference_converts_mosi_and_prints_its_figure(tmp_path):
+    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
+    r = subprocess.run([sys.executable, "bench/bclstm_reference.py", "--seeds", "0", "--max_epochs", "2",
+                        "--device", "cpu"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert "1447 utterances in 62 videos/dialogues" in lines and "752 utterances in 31 videos/dialogues" in lines
+    assert sum("level 1" in line for line in lines) == 3
+    last = lines[-1]
+    assert last.startswith("bc-LSTM reference test accuracy: ") and 0.3 < float(last.split()[-3]) <= 1
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "meld")),
                     reason="shared MELD data absent")
 def test_meld_benchmark_converts_trains_without_and_with_context_and_prints_its_figure(tmp_path):

@@ -39,7 +39,8 @@ from toolkit.utils import count_parameters, get_logger, parse_feat_list, resolve
 
 # hyperparameters that may come from model-tune.yaml and be overridden on the command line
 MODEL_HPARAMS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
-                 "expert_dropout", "input_noise", "grad_clip", "context", "context_hidden")
+                 "expert_dropout", "input_noise", "grad_clip", "context", "context_hidden",
+                 "context_level")
 
 
 def resolve_model_config(args):

@@ -89,8 +89,8 @@ def load_script(relpath, name=None):
     if name in sys.modules:
         return sys.modules[name]
     folder = os.path.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    if folder not in sys.path:  # for the script's own sibling imports; appended, so that the repository's
+        sys.path.append(folder)  # top-level modules (ensemble.py, train.py, ...) keep precedence over namesakes
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
