@@ -12,6 +12,7 @@ Writes a run folder under --save_root (see toolkit/trainer.py) and ends with the
 import argparse
 import sys
 
+from models.context import CONTEXT_LEVELS
 from toolkit.files import DataError
 from toolkit.trainer import train
 
@@ -64,7 +65,7 @@ def build_parser():
                         "model's fused state (see --context_level)")
     g.add_argument("--context_hidden", type=int, default=None, help="width of the fused-level context layer "
                                                                      "(default 128)")
-    g.add_argument("--context_level", choices=["fused", "expert", "both"], default=None,
+    g.add_argument("--context_level", choices=CONTEXT_LEVELS, default=None,
                    help="where the context layer sits: on the fused state (default), on each expert's state before "
                         "fusion (MiSTER-E, bc-LSTM's first level), or both (bc-LSTM's hierarchy)")
     p.add_argument("--dialogue_csv", nargs="*", default=[], metavar="CSV",

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import _paths  # noqa: F401
 import config
 from dataloader import DialogueIndex, load_features
+from models.base import weighted_mean
 from toolkit.files import label_indices, read_names_csv, read_label_csv
 from toolkit.utils import load_script, resolve_device, set_seed
 
@@ -60,28 +61,19 @@ class ContextualLSTM(nn.Module):
         return self.out(self.drop(state)), state
 
 
-def video_tensors(store, names, groups):
-    """(videos, longest video, dim) features in each video's order, zeros on padding, and the mask."""
-    width = max(len(g) for g in groups)
-    x = np.zeros((len(groups), width, store.dim), dtype=np.float32)
-    mask = np.zeros((len(groups), width), dtype=np.float32)
+def by_video(values, groups):
+    """Per-utterance ``values`` (rows in list order) -> ``(videos, longest video, ...)`` in each video's
+    order (``groups``: positions per video, from ``DialogueIndex.groups``), zeros on padding."""
+    out = np.zeros((len(groups), max(len(g) for g in groups), *values.shape[1:]), dtype=values.dtype)
     for i, g in enumerate(groups):
-        x[i, :len(g)] = store.gather(store.rows([names[p] for p in g]))[0]
-        mask[i, :len(g)] = 1
-    return torch.from_numpy(x), torch.from_numpy(mask)
-
-
-def video_labels(labels, groups):
-    width = max(len(g) for g in groups)
-    y = np.zeros((len(groups), width), dtype=np.int64)
-    for i, g in enumerate(groups):
-        y[i, :len(g)] = labels[g]
-    return torch.from_numpy(y)
+        out[i, :len(g)] = values[g]
+    return torch.from_numpy(out)
 
 
 def masked_ce(logits, y, mask):
+    """Mean cross-entropy over the real utterances (``mask`` 1) of padded videos."""
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-    return (loss * mask.reshape(-1)).sum() / mask.sum().clamp_min(1)
+    return weighted_mean(loss, mask.reshape(-1))
 
 
 def fit_level(x, y, mask, width, num_classes, input_dropout, activation, seed, device, max_epochs=200, patience=10,
@@ -158,10 +150,9 @@ def load_data(dataset, feats, standardise_inputs=False, log=print):
     out = []
     for names, label_csv in ((train_names, ds["label_csv"]), (test_names, ds["test_label_csv"])):
         groups = index.groups(names)
-        labels = label_indices(label_csv, names, classes)
-        tensors = {s.name: video_tensors(s, names, groups) for s in stores}
-        mask = next(iter(tensors.values()))[1]
-        out.append(({k: v[0] for k, v in tensors.items()}, video_labels(labels, groups), mask))
+        x = {s.name: by_video(s.gather(s.rows(names))[0], groups) for s in stores}
+        y = by_video(label_indices(label_csv, names, classes), groups)
+        out.append((x, y, by_video(np.ones(len(names), dtype=np.float32), groups)))
         log(f"{len(names)} utterances in {len(groups)} videos/dialogues")
     (train_x, train_y, train_mask), (test_x, test_y, test_mask) = out
     if standardise_inputs:

@@ -23,6 +23,7 @@ import pandas as pd
 
 import _paths  # noqa: F401
 import config
+from models.context import CONTEXT_LEVELS, context_run_name
 from toolkit.trainer import train
 from toolkit.utils import load_script
 from train import build_parser
@@ -54,7 +55,8 @@ def run_seeds(split, seeds, args, context, save_root):
                 "--model", args.model, "--epochs", str(args.epochs), "--lr", str(args.lr),
                 "--batch_size", str(args.batch_size), "--hidden_dim", str(args.hidden_dim),
                 "--dropout", str(args.dropout), "--l2", str(args.l2), "--device", args.device,
-                "--save_root", save_root, "--run_name", f"ctx{context}", "--context", str(context),
+                "--save_root", save_root, "--run_name", context_run_name(context, args.context_level),
+                "--context", str(context),
                 "--context_hidden", str(args.context_hidden), "--context_level", args.context_level,
                 "--test", "--quiet", *args.extra.split()]
         s = train(build_parser().parse_args(argv))
@@ -73,7 +75,7 @@ def main(argv=None):
     p.add_argument("--model", default="auto_attention")
     p.add_argument("--context", type=int, default=3, help="neighbours on each side for the context run")
     p.add_argument("--context_hidden", type=int, default=128)
-    p.add_argument("--context_level", choices=["fused", "expert", "both"], default="fused",
+    p.add_argument("--context_level", choices=CONTEXT_LEVELS, default="fused",
                    help="where the context layer sits (train.py --context_level)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=5e-4)

@@ -27,6 +27,7 @@ import numpy as np
 
 import _paths  # noqa: F401
 import config
+from models.context import CONTEXT_LEVELS, context_run_name
 from train import build_parser
 from toolkit.trainer import train
 from toolkit.utils import load_script
@@ -51,7 +52,7 @@ def main(argv=None):
     p.add_argument("--context", type=int, nargs="?", const=3, default=0, metavar="K",
                    help="conversation context over each video's utterances: K neighbours on each side (flag alone: 3)")
     p.add_argument("--context_hidden", type=int, default=128, help="width of the fused-level context layer")
-    p.add_argument("--context_level", choices=["fused", "expert", "both"], default="fused",
+    p.add_argument("--context_level", choices=CONTEXT_LEVELS, default="fused",
                    help="where the context layer sits (train.py --context_level)")
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0 --att_norm none\"")
     p.add_argument("--device", default="auto")
@@ -74,8 +75,8 @@ def main(argv=None):
             "--l2", str(args.l2), "--save_root", args.save_root, "--test", "--quiet",
             "--context", str(args.context), "--context_hidden", str(args.context_hidden),
             "--context_level", args.context_level,
-            "--run_name", (f"ctx{args.context}" + ("" if args.context_level == "fused" else f"_{args.context_level}")
-                           if args.context else "run"), *args.extra.split()])
+            "--run_name", context_run_name(args.context, args.context_level) if args.context else "run",
+            *args.extra.split()])
         summary = train(targs)
         accs.append(summary["test_acc"])
         f1s.append(summary["test_f1"])

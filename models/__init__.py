@@ -4,7 +4,8 @@ Every model takes ``feat_dims`` (one per selected feature), ``frame_level`` (one
 ``num_classes`` and its hyperparameters (``models/model-tune.yaml`` holds the defaults), and returns
 from ``forward(feats, masks)`` a dict with at least ``logits`` of shape ``(B, num_classes)`` and ``hidden``, its
 fused representation. ``create_model(..., context=K)`` with K > 0 wraps the model in a dialogue context layer
-(models/context.py); ``context_hidden``, ``context_dropout``, ``context_aux`` and ``context_mask`` configure it.
+(models/context.py); ``context_level``, ``context_hidden``, ``context_dropout``, ``context_aux`` and
+``context_mask`` configure it.
 """
 
 import importlib

@@ -48,6 +48,11 @@ CONTEXT_DEFAULTS = {"context": 0, "context_hidden": 128, "context_dropout": 0.3,
 CONTEXT_LEVELS = ("fused", "expert", "both")
 
 
+def context_run_name(context, level="fused"):
+    """Run folder name of a benchmark run with ``context`` K: ``ctx<K>``, plus ``_<level>`` off the default."""
+    return f"ctx{context}" + ("" if level == "fused" else f"_{level}")
+
+
 class DialogueContext(nn.Module):
     """Utterance states ``(B, in_dim)`` -> context-aware states ``(B, hidden)``, dialogue by dialogue.
 
@@ -89,11 +94,14 @@ class DialogueContext(nn.Module):
 
 
 class ContextModel(nn.Module):
-    """A registered model plus a dialogue context layer and a classifier on top (see the module docstring).
+    """A registered model plus dialogue context layers: one per expert (``expert_context``; levels expert and
+    both) and/or one on the fused state with a classifier on top (``context_layer``, ``head``; levels fused
+    and both). See the module docstring.
 
-    ``forward(feats, masks, drop, dialog_index, dialog_mask)`` returns the wrapped model's outputs with
-    ``logits`` replaced by the context prediction; the wrapped model's own prediction is ``utterance_logits``
-    and the context state ``context_hidden``. Without ``dialog_index`` every utterance is its own dialogue."""
+    ``forward(feats, masks, drop, dialog_index, dialog_mask)`` returns the wrapped model's outputs; with a
+    fused-level layer ``logits`` is the context prediction, the wrapped model's own prediction
+    ``utterance_logits`` and the context state ``context_hidden``. Without ``dialog_index`` every utterance is
+    its own dialogue."""
 
     needs_dialogues = True
 
@@ -105,7 +113,6 @@ class ContextModel(nn.Module):
         self.base = base
         self.model_name = base.model_name
         self.context_aux = float(context_aux)
-        self.context_level = context_level
         self.config = {**base.config, "context": int(context), "context_hidden": int(context_hidden),
                        "context_dropout": float(context_dropout), "context_aux": float(context_aux),
                        "context_mask": float(context_mask), "context_level": context_level}

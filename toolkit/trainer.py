@@ -79,10 +79,8 @@ def dialogue_args(batch):
     return {"dialog_index": batch["dialog_index"], "dialog_mask": batch["dialog_mask"]}
 
 
-def attach_dialogues(model, samples, index, log=None, what="list"):
-    """Cut ``samples`` into the dialogues of ``index`` when ``model`` reads context; else leave it as is."""
-    if not getattr(model, "needs_dialogues", False):
-        return
+def attach_dialogues(samples, index, log=None, what="list"):
+    """Cut ``samples`` into the dialogues of ``index`` (for a model that reads context)."""
     groups = index.groups(samples.names)
     samples.set_dialogues(groups)
     if log is not None:
@@ -216,8 +214,8 @@ def train(args):
     if getattr(model, "needs_dialogues", False):
         index = DialogueIndex.for_dataset(ds_cfg, dialogue_csv).add_split(split, args.split)
         log.info(f"context: dialogue ids of {len(index)} names from {index.sources or 'no table'}")
-        attach_dialogues(model, train_set, index, log, "train")
-        attach_dialogues(model, valid_set, index, log, "valid")
+        attach_dialogues(train_set, index, log, "train")
+        attach_dialogues(valid_set, index, log, "valid")
     if args.feat_norm == "standard":
         model.input_norm.fit(train_set.feature_stats())
         log.info("inputs standardised with the training list's per-dimension mean and std")
@@ -372,7 +370,7 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         extra = list(dialogue_csv if dialogue_csv is not None else ckpt.get("dialogue_csv") or [])
         extra += [p for p in (names_csv, label_csv) if isinstance(p, str) and os.path.isfile(p)]
         index = DialogueIndex.for_dataset(config.DATASETS.get(ckpt.get("dataset")), extra)
-        attach_dialogues(model, samples, index, log, f"'{names_csv}'")
+        attach_dialogues(samples, index, log, f"'{names_csv}'")
     probs, weights, _, heads = predict(model, samples, batch_size, drop=drop, return_heads=True)
     labels, result = None, {"run_dir": run_dir, "n": len(names)}
     if isinstance(label_csv, dict):
