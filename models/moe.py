@@ -15,16 +15,16 @@ class MixtureOfExperts(MERModel):
     expert states; a gate conditioned on all expert states weighs the N+1 heads' logits (softmax, so weights
     are comparable across samples) into the prediction.
 
-    Loss = CE(gated prediction) + ``lambda_head`` (1) x mean CE of the N+1 heads + ``lambda_kl`` x mean KL(gated || head)
-    (the gated prediction is the stopped-gradient target, keeping experts consistent) + ``lambda_con`` x a
-    supervised contrastive loss over the experts' projected states (a sample's experts, and samples of the
-    same label, are positives). Dropped experts (``expert_dropout`` while training, ``drop`` at test time)
-    lose their gate weight and their loss terms; the cross-modal expert sees their states as zeros.
+    Loss = CE(gated prediction) + ``lambda_head`` (0.3) x mean CE of the N+1 heads + ``lambda_kl`` x mean
+    KL(gated || head) (the gated prediction is the stopped-gradient target, keeping experts consistent) +
+    ``lambda_con`` x a supervised contrastive loss over the experts' projected states (a sample's experts, and
+    samples of the same label, are positives). Dropped experts (``expert_dropout`` while training, ``drop`` at
+    test time) lose their gate weight and their loss terms; the cross-modal expert sees their states as zeros.
     """
 
-    def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, seq_layers=2, seq_heads=4,
+    def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.5, seq_layers=2, seq_heads=4,
                  seq_dim=64, max_len=32, expert_dropout=0.3, input_noise=0.0, lambda_kl=0.1, lambda_con=0.1,
-                 temperature=0.1, proj_dim=64, grad_clip=-1.0, combine="average", cross="concat", lambda_head=1.0):
+                 temperature=0.1, proj_dim=64, grad_clip=-1.0, combine="average", cross="concat", lambda_head=0.3):
         super().__init__(feat_dims=feat_dims, frame_level=frame_level, num_classes=num_classes,
                          hidden_dim=hidden_dim, dropout=dropout, seq_layers=seq_layers, seq_heads=seq_heads,
                          seq_dim=seq_dim, max_len=max_len, expert_dropout=expert_dropout, input_noise=input_noise,
