@@ -19,7 +19,7 @@ class AutoAttention(MERModel):
     """
 
     def __init__(self, feat_dims, frame_level, num_classes, hidden_dim=256, dropout=0.3, att_norm="softmax",
-                 seq_layers=2, seq_heads=4, seq_dim=64, max_len=32, expert_dropout=0.0, input_noise=0.0,
+                 seq_layers=2, seq_heads=4, seq_dim=64, max_len=32, expert_dropout=0.3, input_noise=0.0,
                  grad_clip=-1.0):
         super().__init__(feat_dims=feat_dims, frame_level=frame_level, num_classes=num_classes,
                          hidden_dim=hidden_dim, dropout=dropout, att_norm=att_norm, seq_layers=seq_layers,

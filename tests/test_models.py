@@ -1,9 +1,11 @@
 """Every registered model: forward/backward on tiny data; the sequence encoder's padding invariance."""
 
+import inspect
+
 import pytest
 import torch
 
-from models import create_model, list_models, load_model_config
+from models import MODEL_REGISTRY, create_model, list_models, load_model_config
 from models.modules import SequenceEncoder
 
 
@@ -143,3 +145,15 @@ def test_moe_lambda_head_weighs_the_heads_cross_entropy_only():
     assert losses[0.0] == pytest.approx(fused, abs=1e-5)  # no head term: the fused cross-entropy alone
     assert losses[1.0] == pytest.approx(fused + heads, abs=1e-5)  # every head kept in eval: their mean CE
     assert losses[0.3] == pytest.approx(fused + 0.3 * heads, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_constructor_defaults_are_the_model_tune_yaml_ones(name):
+    # a model built in code (create_model without the yaml) behaves as a train.py run with no flags
+    params = inspect.signature(MODEL_REGISTRY[name].__init__).parameters
+    cfg = load_model_config(name)
+    assert cfg, f"models/model-tune.yaml has no entry for '{name}'"
+    unknown = sorted(set(cfg) - set(params))
+    assert not unknown, f"'{name}' in model-tune.yaml has keys its constructor does not take: {unknown}"
+    differ = {k: (v, params[k].default) for k, v in cfg.items() if params[k].default != v}
+    assert not differ, f"'{name}': model-tune.yaml value vs constructor default differ: {differ}"
