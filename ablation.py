@@ -81,8 +81,8 @@ def main(argv=None):
                 s = train(targs)
                 score = s.get("test_f1", s["valid_f1"])
                 print(f"{name} seed {seed}: weighted F1 {score:.4f}", flush=True)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DataError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     table = eap.summarise(eap.collect(save_root))
     table["experiment"] = table["experiment"].str.split("/").str[0].str.replace("=", ":", regex=False)

@@ -103,7 +103,7 @@ def main(argv=None):
         report.to_csv(stem + "_report.csv", index=False)
         print(report.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
         print(f"{len(frame)} pseudo labels -> {out}")
-    except DataError as e:
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

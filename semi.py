@@ -67,7 +67,7 @@ def main(argv=None):
             print(f"stage 1 / first iteration: test weighted F1 {s1['test_f1']:.4f}")
         if s2.get("test_f1") is not None:
             print(f"final: test weighted F1 {s2['test_f1']:.4f}, valid {s2['valid_f1']:.4f}")
-    except DataError as e:
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -21,10 +21,14 @@ def test_accuracy_and_weighted_f1_by_hand():
 
 def test_device_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda:1" if torch.cuda.is_available() else "cpu"
-    assert str(resolve_device("auto", gpu=1)) == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+    if torch.cuda.device_count() >= 2:
+        assert str(resolve_device("auto", gpu=1)) == "cuda:1"
+    elif torch.cuda.is_available():  # one GPU: index 1 does not exist, and the error says how many there are
+        with pytest.raises(ValueError, match="sees 1 CUDA device"):
+            resolve_device("auto", gpu=1)
+    else:
+        assert str(resolve_device("auto", gpu=1)) == "cpu"
+        with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown --device"):
         resolve_device("tpu")

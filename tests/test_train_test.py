@@ -112,6 +112,13 @@ def test_cli_reports_bad_input_clearly(tiny, capsys):
                                      "valid_info": {"names": ["s0001"], "emos": ["happy"]}}))
     assert train_script.main(args + ["--split", str(bad_split)]) == 2
     assert "'furious' x1" in capsys.readouterr().err
+    assert train_script.main(args + ["--model", "nosuch", "--run_name", "bad_model"]) == 2
+    assert "unknown model 'nosuch'; registered models: auto_attention" in capsys.readouterr().err
+    assert not list((tiny.tmp / "s").rglob("bad_model"))  # no run folder left behind for it
+    import torch
+    if not torch.cuda.is_available():  # a GPU asked for on a machine without one: one line, no traceback
+        assert train_script.main(args + ["--device", "cuda"]) == 2
+        assert "use --device cpu or --device auto" in capsys.readouterr().err
 
 
 def test_feature_standardisation_is_fitted_on_train_and_saved_in_the_checkpoint(tiny):

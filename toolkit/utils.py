@@ -25,17 +25,22 @@ def set_seed(seed):
 
 
 def resolve_device(device="auto", gpu=0):
-    """``auto`` picks CUDA (GPU ``gpu``) when available, else the CPU; ``cuda`` without one fails."""
+    """``auto`` picks CUDA (GPU ``gpu``) when available, else the CPU; ``cuda`` without one, or a GPU index
+    torch does not see, fails with a ValueError that says what to pass instead."""
     import torch
     device = str(device).lower()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; "
-                               "use --device cpu or --device auto")
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device; "
+                             "use --device cpu or --device auto")
         if device == "cuda":
             device = f"cuda:{gpu}"
+        index, count = torch.device(device).index or 0, torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"GPU {index} was asked for (--gpu / --device), but torch sees {count} CUDA "
+                             f"device(s), numbered 0 to {count - 1}; pass --gpu 0 or set CUDA_VISIBLE_DEVICES")
     elif device != "cpu":
         raise ValueError(f"unknown --device '{device}': use auto, cpu or cuda")
     return torch.device(device)
