@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
+from toolkit.selection import binomial_se, one_standard_error
 from toolkit.utils import parse_feat_list, resolve_device
 
 
@@ -39,3 +40,20 @@ def test_feature_list_syntaxes():
     assert parse_feat_list("a, b,c") == ["a", "b", "c"]
     with pytest.raises(ValueError):
         parse_feat_list("[1, 2]")
+
+
+def test_one_standard_error_rule_by_hand():
+    assert binomial_se(0.9, 100) == pytest.approx(0.03)
+    # a perfect score keeps the doubt of one sample
+    assert binomial_se(1.0, 100) == pytest.approx((0.01 * 0.99 / 100) ** 0.5)
+    # best 0.90 on 100 samples, SE 0.03: 0.88 and 0.871 are within it, 0.86 is not; the most regularised of
+    # those wins
+    assert one_standard_error([0.90, 0.88, 0.871, 0.86], 100, [1e-5, 1e-3, 1e-2, 1e-1]) == 2
+    # with 10,000 samples the SE is 0.003: only the best is left
+    assert one_standard_error([0.90, 0.88, 0.871, 0.86], 10000, [1e-5, 1e-3, 1e-2, 1e-1]) == 0
+    # equal simplicity: the higher score, then the earlier setting
+    assert one_standard_error([0.89, 0.90, 0.90], 100, [1, 1, 1]) == 1
+    with pytest.raises(ValueError, match="one simplicity value per score"):
+        one_standard_error([0.9, 0.8], 100, [1])
+    with pytest.raises(ValueError, match="positive number"):
+        binomial_se(0.9, 0)

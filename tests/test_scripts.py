@@ -1,5 +1,6 @@
 """The shell entry points, run as a user runs them, on a small demo in a scratch folder."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from toolkit.selection import binomial_se
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_loader_benchmark_runs_and_prints_its_figure(tmp_path):
                     reason="shared MOSI data absent")
 def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
     env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
-    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "2",
+    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "2", "--l2", "1e-5",
                         "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
                        cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -75,10 +77,34 @@ def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
                     reason="shared MOSI data absent")
+def test_mosi_benchmark_weight_decay_grid_keeps_the_one_standard_error_choice(tmp_path):
+    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
+    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "1", "--l2", "1e-5,10",
+                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    choice = next(line for line in lines if "one standard error rule" in line)
+    runs = tmp_path / "saved" / "mosi" / "seed0" / "auto_attention"
+    accs = {}
+    for l2 in ("1e-05", "10"):
+        with open(runs / f"run_l2_{l2}" / "summary.json") as f:
+            accs[l2] = json.load(f)["valid_acc"]
+    n = int(choice.split("(")[1].split()[0])
+    expected = "10" if accs["10"] >= max(accs.values()) - binomial_se(max(accs.values()), n) else "1e-05"
+    assert choice.endswith(f"-> l2 {expected}")
+    with open(runs / f"run_l2_{expected}" / "summary.json") as f:
+        kept = json.load(f)["test_acc"]
+    assert f"test acc {kept:.4f}" in next(line for line in lines if line.startswith("seed 0: valid F1"))
+    assert lines[-1].startswith("mosi test accuracy: ")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
+                    reason="shared MOSI data absent")
 def test_mosi_benchmark_with_context_trains_over_whole_videos(tmp_path):
     env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
     r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "1", "--context",
-                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
+                        "--l2", "1e-5", "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
                        cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1].startswith("mosi test accuracy: ")
