@@ -62,28 +62,32 @@ def test_loader_benchmark_runs_and_prints_its_figure(tmp_path):
     assert last.startswith("speedup: ") and float(last.split()[-1]) > 0
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
-                    reason="shared MOSI data absent")
-def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
-    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
-    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "2", "--l2", "1e-5",
-                        "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
-                       cwd=REPO, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("mosi test accuracy: ") and 0.5 < float(last.split()[3]) <= 1
-    assert (tmp_path / "f" / "mosi" / "test_labels.csv").is_file()
+needs_mosi = pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
+                                reason="shared MOSI data absent")
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
-                    reason="shared MOSI data absent")
-def test_mosi_benchmark_weight_decay_grid_keeps_the_one_standard_error_choice(tmp_path):
+def _mosi_bench(tmp_path, *flags):
+    """bench/mosi_bclstm.py on one seed, with its converted data, splits and runs in ``tmp_path``."""
     env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
-    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "1", "--l2", "1e-5,10",
+    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", *flags,
                         "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
                        cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
+    assert lines[-1].startswith("mosi test accuracy: ")
+    return lines
+
+
+@needs_mosi
+def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
+    last = _mosi_bench(tmp_path, "--epochs", "2", "--l2", "1e-5")[-1]
+    assert 0.5 < float(last.split()[3]) <= 1
+    assert (tmp_path / "f" / "mosi" / "test_labels.csv").is_file()
+
+
+@needs_mosi
+def test_mosi_benchmark_weight_decay_grid_keeps_the_one_standard_error_choice(tmp_path):
+    lines = _mosi_bench(tmp_path, "--epochs", "1", "--l2", "1e-5,10")
     choice = next(line for line in lines if "one standard error rule" in line)
     runs = tmp_path / "saved" / "mosi" / "seed0" / "auto_attention"
     accs = {}
@@ -96,24 +100,16 @@ def test_mosi_benchmark_weight_decay_grid_keeps_the_one_standard_error_choice(tm
     with open(runs / f"run_l2_{expected}" / "summary.json") as f:
         kept = json.load(f)["test_acc"]
     assert f"test acc {kept:.4f}" in next(line for line in lines if line.startswith("seed 0: valid F1"))
-    assert lines[-1].startswith("mosi test accuracy: ")
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
-                    reason="shared MOSI data absent")
+@needs_mosi
 def test_mosi_benchmark_with_context_trains_over_whole_videos(tmp_path):
-    env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
-    r = subprocess.run([sys.executable, "bench/mosi_bclstm.py", "--seeds", "0", "--epochs", "1", "--context",
-                        "--l2", "1e-5", "--save_root", str(tmp_path / "saved"), "--device", "cpu"],
-                       cwd=REPO, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1].startswith("mosi test accuracy: ")
+    _mosi_bench(tmp_path, "--epochs", "1", "--context", "--l2", "1e-5")
     log = (tmp_path / "saved" / "mosi" / "seed0" / "auto_attention" / "ctx3" / "train.log").read_text()
     assert "context: valid:" in log and "; 0 of one utterance)" in log  # every video whole, none cut
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
-                    reason="shared MOSI data absent")
+@needs_mosi
 def test_bclstm_reference_converts_mosi_and_prints_its_figure(tmp_path):
     env = dict(os.environ, MER_FEATURE_ROOT=str(tmp_path / "f"), MER_TRAIN_LST=str(tmp_path / "lst"))
     r = subprocess.run([sys.executable, "bench/bclstm_reference.py", "--seeds", "0", "--max_epochs", "2",
