@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import eval_avg_performance as eap  # noqa: E402
 from toolkit.files import DataError  # noqa: E402
 from toolkit.trainer import train  # noqa: E402
-from toolkit.utils import parse_feat_list  # noqa: E402
+from toolkit.utils import error_line, parse_feat_list  # noqa: E402
 from train import build_parser  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main(argv=None):
                 score = s.get("test_f1", s["valid_f1"])
                 print(f"{name} seed {seed}: weighted F1 {score:.4f}", flush=True)
     except (DataError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     table = eap.summarise(eap.collect(save_root))
     table["experiment"] = table["experiment"].str.split("/").str[0].str.replace("=", ":", regex=False)

@@ -27,6 +27,7 @@ import yaml
 
 from toolkit.files import DataError, read_split_json
 from toolkit.trainer import evaluate_run
+from toolkit.utils import error_line
 
 
 def run_id(run_dir):
@@ -98,7 +99,7 @@ def main(argv=None):
                     print(f"confusion matrix image: {res['confusion_png']}")
                 print(f"TEST: acc:{res['acc']:.4f}, f-score:{res['f1']:.4f}")
     except (DataError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     return 0
 

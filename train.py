@@ -15,6 +15,7 @@ import sys
 from models.context import CONTEXT_LEVELS
 from toolkit.files import DataError
 from toolkit.trainer import train
+from toolkit.utils import error_line
 
 
 def build_parser():
@@ -86,7 +87,7 @@ def main(argv=None):
     try:
         train(args)
     except (DataError, KeyError, ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     return 0
 

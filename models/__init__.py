@@ -48,14 +48,19 @@ def load_model_config(name, path=None):
     return dict(table.get(name) or {})
 
 
+def model_class(name):
+    """The registered class of model ``name``; a KeyError naming the registered models otherwise."""
+    if name not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
+    return MODEL_REGISTRY[name]
+
+
 def create_model(name, feat_dims, frame_level, num_classes, **hparams):
     """Build registered model ``name``; with ``context`` > 0 inside a ``ContextModel`` (models/context.py)."""
     from models.context import CONTEXT_DEFAULTS, ContextModel
     ctx = {k: hparams.pop(k) for k in list(hparams) if k in CONTEXT_DEFAULTS}
     ctx = {k: (CONTEXT_DEFAULTS[k] if v is None else v) for k, v in {**CONTEXT_DEFAULTS, **ctx}.items()}
-    if name not in MODEL_REGISTRY:
-        raise KeyError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
-    cls = MODEL_REGISTRY[name]
+    cls = model_class(name)
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "feat_dims", "frame_level", "num_classes")]
     unknown = sorted(set(hparams) - set(accepted))

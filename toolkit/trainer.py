@@ -31,7 +31,7 @@ from tqdm import tqdm
 import config
 from dataloader import DialogueIndex, MissingFeature, SampleSet, load_features
 from dataloader.dialogue import describe_groups
-from models import create_model, list_models, load_model_config
+from models import create_model, load_model_config, model_class
 from toolkit.files import DataError, label_indices, read_names_csv, read_split_json
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
 from toolkit.plots import plot_confusion, plot_curves
@@ -170,8 +170,7 @@ def train(args):
     if args.emo_rule not in config.EMO_RULE:
         raise DataError(f"unknown --emo_rule '{args.emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
     class_names = config.EMO_RULE[args.emo_rule]
-    if args.model not in list_models():  # before a run folder is made for it
-        raise KeyError(f"unknown model '{args.model}'; registered models: {', '.join(list_models())}")
+    model_class(args.model)  # an unknown model stops here, before a run folder is made for it
     device = resolve_device(args.device, args.gpu)
 
     run_dir = run_dir_for(args)

@@ -46,6 +46,11 @@ def resolve_device(device="auto", gpu=0):
     return torch.device(device)
 
 
+def error_line(e):
+    """The one line a command prints for a bad-input error: a KeyError's message without the quotes repr adds."""
+    return f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}"
+
+
 def parse_feat_list(text):
     """``"['a','b']"`` (MRAC25 style), ``"a,b"`` or a list -> list of feature names."""
     if isinstance(text, (list, tuple)):
