@@ -57,6 +57,8 @@ def _feat(*parts):
 # ---------------------------------------------------------------------------------------------
 FEAT_VIDEO_DICT = {
     "demo-clip-vit-base-UTT": [512, _feat("demo", "demo-clip-vit-base-UTT")],
+    # the clip demo (`python preprocess/make_clip_demo.py`, then preprocess/extract_features.py; README)
+    "clipdemo-tiny-clip-UTT": [32, _feat("clipdemo", "tiny-clip-UTT")],
     "demo-videomae-large-UTT": [1024, _feat("demo", "demo-videomae-large-UTT")],
     "mosi-bclstm-video": [100, _feat("mosi", "mosi-bclstm-video")],
 }
@@ -65,6 +67,8 @@ FEAT_AUDIO_DICT = {
     "demo-hubert-large-UTT": [1024, _feat("demo", "demo-hubert-large-UTT")],
     "demo-wav2vec2-base-UTT": [768, _feat("demo", "demo-wav2vec2-base-UTT")],
     "mosi-bclstm-audio": [73, _feat("mosi", "mosi-bclstm-audio")],
+    "clipdemo-tiny-hubert-UTT": [64, _feat("clipdemo", "tiny-hubert-UTT")],
+    "clipdemo-tiny-hubert-FRM": [64, _feat("clipdemo", "tiny-hubert-FRM")],
 }
 
 FEAT_TEXT_DICT = {
@@ -77,6 +81,7 @@ FEAT_TEXT_DICT = {
     # MELD transcripts, written by `python preprocess/meld.py --features minilm,tfidf`
     "meld-minilm-UTT": [384, _feat("meld", "meld-minilm-UTT")],
     "meld-tfidf-UTT": [256, _feat("meld", "meld-tfidf-UTT")],
+    "clipdemo-tiny-bert-UTT": [64, _feat("clipdemo", "tiny-bert-langeng-UTT")],
 }
 
 # Frame-level (T, dim) sequences, e.g. OpenFace: 17 AU intensities (_r) then 18 AU presences (_c).
@@ -100,6 +105,9 @@ MODALITY_DICTS = {
     "vlm": FEAT_VLM_DICT,
 }
 FRAME_LEVEL_MODALITIES = {"au"}
+# Any feature whose name ends in one of these is a frame-level (T, dim) sequence, whatever its modality:
+# `-FRM` folders written by preprocess/extract_features.py --level FRM, `-FRA` folders written by MERTools.
+FRAME_LEVEL_SUFFIXES = ("-FRM", "-FRA")
 
 # ---------------------------------------------------------------------------------------------
 # Data sets: where each one's label tables live. `--dataset NAME` in the scripts refers to these.
@@ -109,6 +117,11 @@ FRAME_LEVEL_MODALITIES = {"au"}
 #   unlabeled_csv:    name                      unlabelled pool (semi-supervised learning)
 #   unlabeled_truth:  name,discrete             hidden truth of the unlabelled pool (demo only)
 #   transcripts_csv:  name,text                 utterance transcripts (offline text teachers read them)
+# Raw material for preprocess/extract_features.py (each optional; its flags --audio_dir ... override them):
+#   audio_dir:        <name>.wav|flac|...       audio files
+#   video_dir:        <name>.mp4|avi|mkv|...    video files (their audio track, or their frames)
+#   face_dir:         <name>/<name>.npy         face crops in the MERTools layout, or <name>/ image folders
+#   subtitle_csv:     name,chinese,english      subtitles (the MER2025 subtitle_chieng.csv layout)
 # Entries may be missing (None) for data sets that lack them.
 # ---------------------------------------------------------------------------------------------
 DATASETS = {
@@ -148,6 +161,21 @@ DATASETS = {
         "group_col": "dialogue",
         "transcripts_csv": _feat("meld", "transcripts.csv"),
     },
+    # a few dozen synthetic clips in the MER2025 release layout: `python preprocess/make_clip_demo.py`
+    "clipdemo": {
+        "emo_rule": "MER",
+        "label_csv": _feat("clipdemo", "track1_train_disdim.csv"),
+        "test_csv": _feat("clipdemo", "test.csv"),
+        "test_label_csv": _feat("clipdemo", "test_labels.csv"),
+        "unlabeled_csv": _feat("clipdemo", "unlabeled.csv"),
+        "unlabeled_truth": None,
+        "teacher_dir": None,
+        "group_col": None,
+        "audio_dir": _feat("clipdemo", "audio"),
+        "video_dir": _feat("clipdemo", "video"),
+        "face_dir": _feat("clipdemo", "openface_face"),
+        "subtitle_csv": _feat("clipdemo", "subtitle_chieng.csv"),
+    },
 }
 
 
@@ -162,6 +190,13 @@ def find_feature(name):
         f"feature '{name}' is not registered in config.py. Known features: {', '.join(known)}. "
         "Add it to the FEAT_*_DICT of its modality as name: [dim, root]."
     )
+
+
+def is_frame_level(name):
+    """True for a registered feature that holds (T, dim) sequences: the AU dictionary, or a name ending in
+    ``-FRM``/``-FRA`` in any dictionary."""
+    modality, _, _ = find_feature(name)
+    return modality in FRAME_LEVEL_MODALITIES or str(name).endswith(FRAME_LEVEL_SUFFIXES)
 
 
 def all_features():

@@ -294,8 +294,8 @@ def load_features(feat_names, cache_root=None, num_workers=4, logger=None, progr
     """Packed stores for registered features (``config.FEAT_*_DICT``), in the order given (memory-mapped)."""
     stores = []
     for feat in feat_names:
-        modality, dim, root = config.find_feature(feat)
-        frame_level = modality in config.FRAME_LEVEL_MODALITIES
+        _, dim, root = config.find_feature(feat)
+        frame_level = config.is_frame_level(feat)
         stores.append(pack_feature(feat, root, dim, frame_level, cache_root=cache_root,
                                    num_workers=num_workers, logger=logger, progress=progress))
     return stores

@@ -36,7 +36,7 @@ def npy_shape(path):
 def check_feature(name, names=None):
     """Dict describing feature ``name`` on disk; ``ok`` False where it disagrees with config."""
     modality, dim, root = config.find_feature(name)
-    frame = modality in config.FRAME_LEVEL_MODALITIES
+    frame = config.is_frame_level(name)
     res = {"feature": name, "modality": modality, "config_dim": dim, "root": root, "files": 0,
            "disk_dims": "", "missing": 0, "missing_examples": [], "status": "ok", "ok": True}
     if not os.path.isdir(root):

@@ -22,7 +22,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "$PY" -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
-if ! "$PY" -c "import numpy, sklearn, pandas, tqdm, yaml, matplotlib${EXTRA_IMPORTS:-}" >/dev/null 2>&1; then
+if ! "$PY" -c "import numpy, sklearn, pandas, tqdm, yaml, matplotlib, transformers, av${EXTRA_IMPORTS:-}" >/dev/null 2>&1; then
   echo "== installing requirements${EXTRA_REQUIREMENTS:+ and $EXTRA_REQUIREMENTS}"
   # shellcheck disable=SC2086
   "$PY" -m pip install -q -r requirements.txt ${EXTRA_REQUIREMENTS:-}

@@ -293,7 +293,7 @@ def even_subsample(items, k):
     return [items[(2 * i + 1) * n // (2 * k)] for i in range(k)]
 
 
-def _index_files(folder, exts, what):
+def index_files(folder, exts, what):
     """``{stem: path}`` of the files in ``folder`` with one of ``exts`` (the earlier extension wins)."""
     if not os.path.isdir(folder):
         raise DataError(f"--{what}_dir '{folder}' is not a folder")
@@ -360,8 +360,8 @@ class MediaSource:
             raise DataError("--media none sends the subtitle alone: give --subtitles")
         self.max_frames = max_frames
         self.subtitles = subtitles
-        self._video = _index_files(video_dir, VIDEO_EXTS, "video") if "video" in media else {}
-        self._audio = _index_files(audio_dir, AUDIO_EXTS, "audio") if "audio" in media else {}
+        self._video = index_files(video_dir, VIDEO_EXTS, "video") if "video" in media else {}
+        self._audio = index_files(audio_dir, AUDIO_EXTS, "audio") if "audio" in media else {}
         self._frames = {}
         if "frames" in media:
             if not os.path.isdir(frames_dir):

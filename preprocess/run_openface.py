@@ -1,0 +1,628 @@
+"""Run a user's OpenFace 2.x FeatureExtraction binary over many videos: AU CSVs and aligned face crops.
+
+    python preprocess/run_openface.py --bin ~/OpenFace/build/bin/FeatureExtraction \\
+        --video_dir /data/mer2025/video --names mer2025_names.csv --out openface_out --workers 4 \\
+        --au_out features/mer2025/openface-au-FRM --faces_out features/mer2025/openface-face
+
+The project does not ship OpenFace: build FeatureExtraction from https://github.com/TadasBaltrusaitis/OpenFace
+(Linux) or take FeatureExtraction.exe from a Windows release, and point --bin at it.
+
+Clips: ``<video_dir>/<name>.<mp4|avi|mkv|mov|webm|flv|mpg|mpeg>``; the names come from --names (a CSV with a
+``name`` column), else from --dataset (the union of its label_csv, test_csv and unlabeled_csv; the entry's
+``video_dir`` is used when --video_dir is not given), else every video in --video_dir. A name without a video
+is reported as ``missing``, not fatal.
+
+Each clip runs (no shell, an argument list) as
+
+    FeatureExtraction -f <video> -out_dir <out>/.tmp/<name>.<pid> -of <name> -aus -pose -gaze -simalign
+        -simsize <size> -format_aligned bmp -nobadaligned [--extra_args ...]
+
+with stdout and stderr in ``<out>/logs/<name>.log``, at most --workers at once and --timeout seconds each (the
+process group is killed). Only when the binary exits 0 and wrote a CSV whose header names ``frame`` and
+``success`` are its results moved into place: the aligned folder first, then the CSV, so ``<out>/<name>.csv``
+exists only for finished clips. A rerun skips them (--overwrite runs them again), a run killed at any moment
+leaves no partial CSV in --out, and private folders of dead runs under ``<out>/.tmp`` are removed at the next
+start. Output, under --out:
+
+  <name>.csv                    OpenFace's CSV (frame, face_id, timestamp, confidence, success, gaze, pose,
+                                AU.._r, AU.._c)
+  <name>_aligned/               similarity-aligned faces frame_det_00_000001.bmp ... (--size pixels; only the
+                                frames with a detected face, -nobadaligned)
+  logs/<name>.log               the command line, OpenFace's stdout and stderr; logs/<name>_of_details.txt
+  logs/openface_run_report.csv  one row per listed clip: name, status (ok, skipped, missing, failed,
+                                timeout), seconds, returncode, frames, reason, log, and with --faces_out
+                                faces (ok, skipped, empty, error), face_frames, faces_reason. It lives in
+                                logs/ so that openface_au.convert_folder, which reads every <out>/*.csv, never
+                                takes it for a clip.
+
+Then, when at least one clip is finished (ok or skipped):
+  --au_out DIR     openface_au.convert_folder(<out>, DIR): (T, 35) AU sequences, DIR/openface_report.csv
+  --faces_out DIR  MERTools face crops DIR/<name>/<name>.npy: (T, H, W, 3) uint8, BGR (OpenCV order), the
+                   aligned images in frame order; a clip without an aligned image gets no array.
+A clip that OpenFace processed in this run has its .npy files written again. Exit status: 0 when every
+listed clip is ok or skipped, 1 when any is missing, failed or timed out, 2 on bad input (no binary at --bin,
+an unknown dataset, no video folder).
+"""
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import _paths  # noqa: F401
+import config
+import openface_au
+from toolkit.files import DataError, read_names_csv
+from toolkit.utils import get_logger
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".mpeg")
+IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg")
+TMP_DIR = ".tmp"
+LOG_DIR = "logs"
+REPORT_NAME = "openface_run_report.csv"  # written to <out>/logs/, out of convert_folder's sight
+REPORT_COLUMNS = ["name", "status", "seconds", "returncode", "frames", "reason", "log"]
+FACE_COLUMNS = ["faces", "face_frames", "faces_reason"]
+DATASET_LISTS = ("label_csv", "test_csv", "unlabeled_csv")
+BUILD_HINT = ("point --bin to FeatureExtraction of OpenFace 2.x (build it from "
+              "https://github.com/TadasBaltrusaitis/OpenFace: build/bin/FeatureExtraction; on Windows "
+              "FeatureExtraction.exe of a release)")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def resolve_binary(path):
+    """The absolute path of an executable FeatureExtraction, or DataError (one line) saying what is wrong.
+
+    A bare name (no folder) is also looked up on PATH. The path is made absolute because OpenFace finds its
+    model files next to argv[0].
+    """
+    found = path
+    if not os.path.dirname(path) and not os.path.isfile(path):
+        found = shutil.which(path) or path
+    if not os.path.exists(found):
+        raise DataError(f"--bin '{path}' does not exist: {BUILD_HINT}")
+    if not os.path.isfile(found):
+        raise DataError(f"--bin '{path}' is not a file: {BUILD_HINT}")
+    if not os.access(found, os.X_OK):
+        raise DataError(f"--bin '{path}' is not executable (chmod +x it): {BUILD_HINT}")
+    return os.path.abspath(found)
+
+
+def index_videos(video_dir):
+    """``{name: path}`` of the videos in ``video_dir`` (per name, the first extension of VIDEO_EXTS)."""
+    if not video_dir or not os.path.isdir(video_dir):
+        raise DataError(f"--video_dir '{video_dir}' is not a folder: give the folder of <name>.<"
+                        f"{'|'.join(e[1:] for e in VIDEO_EXTS)}> videos")
+    rank = {e: i for i, e in enumerate(VIDEO_EXTS)}
+    found = {}
+    for f in os.listdir(video_dir):
+        stem, ext = os.path.splitext(f)
+        ext = ext.lower()
+        path = os.path.join(video_dir, f)
+        if ext in rank and os.path.isfile(path):
+            if stem not in found or rank[ext] < rank[os.path.splitext(found[stem])[1].lower()]:
+                found[stem] = path
+    return found
+
+
+def dataset_names(ds_name):
+    """The union (in list order, each name once) of a config.DATASETS entry's name lists."""
+    if ds_name not in config.DATASETS:
+        raise DataError(f"unknown dataset '{ds_name}': known are {', '.join(sorted(config.DATASETS))}")
+    ds = config.DATASETS[ds_name]
+    names = []
+    for key in DATASET_LISTS:
+        path = ds.get(key)
+        if path and os.path.isfile(path):
+            names += read_names_csv(path)
+    if not names:
+        lists = ", ".join(f"{k}={ds.get(k)!r}" for k in DATASET_LISTS)
+        raise DataError(f"dataset '{ds_name}' has no name list on disk ({lists}); give --names")
+    return list(dict.fromkeys(names))
+
+
+def list_clips(args):
+    """``(video_dir, [(name, video path or None)])`` from --names, --dataset or the video folder."""
+    video_dir = args.video_dir
+    names = None
+    if args.names:
+        names = read_names_csv(args.names)
+    elif args.dataset:
+        names = dataset_names(args.dataset)
+    if args.dataset and not video_dir:
+        ds = config.DATASETS.get(args.dataset)
+        video_dir = ds.get("video_dir") if ds else None
+        if not video_dir:
+            raise DataError(f"dataset '{args.dataset}' has no video_dir in config.DATASETS: give --video_dir")
+    videos = index_videos(video_dir)
+    if names is None:
+        names = sorted(videos)
+        if not names:
+            raise DataError(f"--video_dir '{video_dir}' holds no video ({', '.join(VIDEO_EXTS)})")
+    names = list(dict.fromkeys(names))
+    return video_dir, [(n, videos.get(n)) for n in names]
+
+
+# ------------------------------------------------------------------------------------------ running
+def build_command(binary, video, out_dir, name, size, extra):
+    """FeatureExtraction's argument list (flags of OpenFace 2.x, see the module docstring)."""
+    return [binary, "-f", os.path.abspath(video), "-out_dir", os.path.abspath(out_dir), "-of", name,
+            "-aus", "-pose", "-gaze", "-simalign", "-simsize", str(size), "-format_aligned", "bmp",
+            "-nobadaligned", *extra]
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return False  # a folder of ours at start-up can only be left from a former process with our pid
+    if os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_tmp(out):
+    """Remove ``<out>/.tmp/<name>.<pid>`` folders whose run is dead; returns how many were removed."""
+    root = os.path.join(out, TMP_DIR)
+    if not os.path.isdir(root):
+        return 0
+    removed = 0
+    for entry in os.listdir(root):
+        stem, _, pid = entry.rpartition(".")
+        if not stem or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        path = os.path.join(root, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed += 1
+    return removed
+
+
+def csv_problem(path):
+    """``(frames, problem)`` of an OpenFace CSV: data rows, and what is wrong (None when usable)."""
+    if os.path.getsize(path) == 0:
+        return 0, "OpenFace wrote an empty CSV (0 bytes)"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = [c.strip() for c in f.readline().split(",")]
+        frames = sum(1 for line in f if line.strip())
+    if "frame" not in header or "success" not in header:
+        return frames, f"the CSV has no FeatureExtraction header (first line: {', '.join(header[:5])})"
+    return frames, None
+
+
+def _last_line(text, pattern=None):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if pattern is not None:
+        lines = [ln for ln in lines if re.search(pattern, ln, re.IGNORECASE)]
+    return lines[-1] if lines else ""
+
+
+def _failure_reason(stderr, stdout_log, returncode):
+    """The last stderr line; else OpenFace's last error line on stdout (it prints errors there)."""
+    reason = _last_line(stderr)
+    if not reason and os.path.isfile(stdout_log):
+        with open(stdout_log, encoding="utf-8", errors="replace") as f:
+            reason = _last_line(f.read()[-20000:], r"error|fatal|could not|failed")
+    return reason or f"exit status {returncode} and no message"
+
+
+class Runner:
+    """Runs FeatureExtraction on clips, one private temporary folder each; thread-safe."""
+
+    def __init__(self, binary, out, size=112, extra=(), timeout=600.0, overwrite=False, video_dir="<video_dir>"):
+        self.binary, self.out, self.size, self.extra = binary, out, size, list(extra)
+        self.video_dir = video_dir
+        self.timeout = timeout if timeout and timeout > 0 else None
+        self.overwrite = overwrite
+        self.log_dir = os.path.join(out, LOG_DIR)
+        self.tmp_root = os.path.join(out, TMP_DIR)
+        self._procs = {}
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def tmp_dir(self, name):
+        return os.path.join(self.tmp_root, f"{name}.{os.getpid()}")
+
+    def command(self, name, video):
+        return build_command(self.binary, video, self.tmp_dir(name), name, self.size, self.extra)
+
+    def kill_all(self):
+        """Kill every running FeatureExtraction (on Ctrl-C)."""
+        self.stopping = True
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            _kill(proc)
+
+    def run(self, name, video):
+        """One clip -> its report row (never raises for a clip's own failure)."""
+        row = {"name": name, "status": "", "seconds": 0.0, "returncode": None, "frames": None, "reason": "",
+               "log": ""}
+        final_csv = os.path.join(self.out, name + ".csv")
+        if not self.overwrite and os.path.isfile(final_csv):
+            row.update(status="skipped", reason="finished before (use --overwrite to run it again)")
+            return row
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            row.update(status="missing", reason=f"'{name}' is not a file name")
+            return row
+        if video is None:
+            row.update(status="missing",
+                       reason=f"no video {self.video_dir}/{name}.<{'|'.join(e[1:] for e in VIDEO_EXTS)}>")
+            return row
+        if self.stopping:
+            row.update(status="failed", reason="interrupted before it started")
+            return row
+        tmp = self.tmp_dir(name)
+        log = os.path.join(self.log_dir, name + ".log")
+        row["log"] = log
+        cmd = self.command(name, video)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        t0 = time.time()
+        try:
+            try:
+                returncode, stderr, timed_out = self._execute(cmd, tmp, log)
+            except OSError as e:  # the binary vanished or cannot start (e.g. built for another system)
+                row.update(status="failed", seconds=round(time.time() - t0, 2), reason=f"cannot run {cmd[0]}: {e}")
+                return row
+            row["seconds"] = round(time.time() - t0, 2)
+            row["returncode"] = returncode
+            if timed_out:
+                row.update(status="timeout", reason=f"killed after the --timeout of {self.timeout:g} s")
+            elif self.stopping:
+                row.update(status="failed", reason="interrupted (Ctrl-C)")
+            elif returncode != 0:
+                row.update(status="failed", reason=_failure_reason(stderr, log, returncode))
+            else:
+                try:
+                    row.update(self._finish(name, tmp))
+                except OSError as e:
+                    row.update(status="failed", reason=f"cannot move the output into --out: {e}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return row
+
+    def _execute(self, cmd, tmp, log):
+        """Run ``cmd``: stdout to ``log`` (after the command line), stderr appended to it at the end."""
+        err_path = os.path.join(tmp, "stderr.txt")
+        popen_kw = {"start_new_session": True} if os.name == "posix" else {}
+        timed_out = False
+        with open(log, "w", encoding="utf-8") as logf, open(err_path, "w+", encoding="utf-8",
+                                                            errors="replace") as errf:
+            logf.write("$ " + shlex.join(cmd) + "\n")
+            logf.flush()
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=errf, stdin=subprocess.DEVNULL, shell=False,
+                                    **popen_kw)
+            with self._lock:
+                self._procs[id(proc)] = proc
+            try:
+                returncode = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill(proc)
+                returncode = proc.wait()
+            finally:
+                with self._lock:
+                    self._procs.pop(id(proc), None)
+            errf.seek(0)
+            stderr = errf.read()
+            logf.write(f"--- stderr ---\n{stderr}--- exit status {returncode}"
+                       + (" (killed: timeout)" if timed_out else "") + "\n")
+        return returncode, stderr, timed_out
+
+    def _finish(self, name, tmp):
+        """Check the clip's output in ``tmp`` and move it into ``out``: aligned folder first, CSV last."""
+        csvs = sorted(f for f in os.listdir(tmp) if f.lower().endswith(".csv")
+                      and os.path.isfile(os.path.join(tmp, f)))
+        if name + ".csv" in csvs:
+            csv_name = name + ".csv"
+        elif len(csvs) == 1:  # OpenFace cuts -of at its last dot: 'a.b' is written as a.csv
+            csv_name = csvs[0]
+        elif not csvs:
+            return {"status": "failed", "reason": "exit status 0 but no CSV written (could OpenFace read the "
+                                                  "video? see the log)"}
+        else:
+            return {"status": "failed", "reason": f"several CSVs written ({', '.join(csvs)})"}
+        src_csv = os.path.join(tmp, csv_name)
+        frames, problem = csv_problem(src_csv)
+        if problem:
+            return {"status": "failed", "frames": frames, "reason": problem}
+        stem = os.path.splitext(csv_name)[0]
+        dst_csv = os.path.join(self.out, name + ".csv")
+        dst_aligned = os.path.join(self.out, name + "_aligned")
+        if os.path.isfile(dst_csv):
+            os.remove(dst_csv)  # --overwrite: never a new aligned folder beside an old CSV
+        if os.path.isdir(dst_aligned) and not os.path.islink(dst_aligned):
+            shutil.rmtree(dst_aligned)  # a stale folder (a run killed between the two moves, or --overwrite)
+        elif os.path.lexists(dst_aligned):
+            os.remove(dst_aligned)
+        src_aligned = os.path.join(tmp, stem + "_aligned")
+        if os.path.isdir(src_aligned):
+            os.replace(src_aligned, dst_aligned)
+        details = os.path.join(tmp, stem + "_of_details.txt")
+        if os.path.isfile(details):
+            os.replace(details, os.path.join(self.log_dir, name + "_of_details.txt"))
+        os.replace(src_csv, dst_csv)
+        return {"status": "ok", "frames": frames}
+
+
+def _kill(proc):
+    """Kill a FeatureExtraction and, on POSIX, its process group (a wrapper script's children too)."""
+    if proc.poll() is not None:
+        return
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------- face crops
+def _natural_key(filename):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", filename)]
+
+
+def aligned_images(folder):
+    """The image files of an OpenFace ``_aligned`` folder in frame order (frame_..._2 before _10)."""
+    if not os.path.isdir(folder):
+        return []
+    files = [f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS)]
+    return [os.path.join(folder, f) for f in sorted(files, key=_natural_key)]
+
+
+def pack_faces(aligned_dir, dst):
+    """Aligned images -> ``dst`` (.npy, (T, H, W, 3) uint8, BGR), atomically; returns ``(status, frames,
+    reason)`` with status 'ok', 'empty' (no image: no array written) or 'error'."""
+    from PIL import Image
+
+    files = aligned_images(aligned_dir)
+    if not files:
+        why = "no aligned folder" if not os.path.isdir(aligned_dir) else \
+            "no aligned image (no frame with a detected face)"
+        return "empty", 0, f"{why}: {aligned_dir}"
+    frames = []
+    try:
+        for path in files:
+            with Image.open(path) as im:
+                frames.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    except (OSError, ValueError) as e:
+        return "error", 0, f"cannot read '{path}': {e}"
+    shapes = sorted({f.shape for f in frames})
+    if len(shapes) > 1:
+        return "error", 0, f"aligned images of different sizes {shapes[:3]} in {aligned_dir}"
+    arr = np.ascontiguousarray(np.stack(frames)[..., ::-1])  # RGB -> BGR, the order of MERTools' arrays
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    part = dst + ".part"
+    with open(part, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(part, dst)
+    return "ok", int(len(arr)), ""
+
+
+def face_path(faces_out, name):
+    return os.path.join(faces_out, name, name + ".npy")
+
+
+# --------------------------------------------------------------------------------------------- main
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin", required=True, help="OpenFace 2.x FeatureExtraction executable")
+    p.add_argument("--video_dir", default=None, help="folder of <name>.<mp4|avi|mkv|mov|webm|flv|mpg|mpeg> "
+                   "(default with --dataset: its video_dir)")
+    p.add_argument("--out", required=True, help="OpenFace output: <name>.csv, <name>_aligned/, logs/")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--names", default=None, help="CSV with a 'name' column: the clips to run")
+    g.add_argument("--dataset", default=None, help="a config.DATASETS entry: the union of its name lists")
+    p.add_argument("--workers", type=int, default=4, help="FeatureExtraction processes at once")
+    p.add_argument("--au_out", default=None, help="then convert the CSVs to (T, 35) AU sequences here")
+    p.add_argument("--faces_out", default=None, help="then pack MERTools face crops <dir>/<name>/<name>.npy")
+    p.add_argument("--size", type=int, default=112, help="aligned face size in pixels (-simsize)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per clip before it is killed (0: none)")
+    p.add_argument("--extra_args", default="", help="more FeatureExtraction flags, e.g. \"-nomask\"")
+    p.add_argument("--overwrite", action="store_true", help="run finished clips again, rewrite arrays")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _result(fut, name):
+    """A clip's report row; an unexpected error (disk full, permissions) fails that clip, not the run."""
+    try:
+        return fut.result()
+    except Exception as e:
+        return {"name": name, "status": "failed", "seconds": None, "returncode": None, "frames": None,
+                "reason": f"{type(e).__name__}: {e}", "log": ""}
+
+
+def _write_report(rows, path, with_faces):
+    cols = REPORT_COLUMNS + (FACE_COLUMNS if with_faces else [])
+    report = pd.DataFrame(rows, columns=cols)
+    for col in ("returncode", "frames") + (("face_frames",) if with_faces else ()):
+        report[col] = report[col].astype("Int64")
+    report.to_csv(path, index=False)
+    return report
+
+
+def _pack_all(rows, out, faces_out, fresh, overwrite, workers, progress):
+    """Pack the finished clips' aligned images; fills the rows' face columns."""
+    todo = []
+    for row in rows:
+        if row["status"] not in ("ok", "skipped"):
+            continue
+        dst = face_path(faces_out, row["name"])
+        if os.path.isfile(dst) and not overwrite and row["name"] not in fresh:
+            try:
+                n = int(np.load(dst, mmap_mode="r").shape[0])
+            except Exception:
+                n = None
+            row.update(faces="skipped", face_frames=n, faces_reason="exists (use --overwrite to pack it again)")
+            continue
+        todo.append(row)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(pack_faces, os.path.join(out, r["name"] + "_aligned"),
+                               face_path(faces_out, r["name"])): r for r in todo}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="face crops", unit="clip",
+                        disable=not progress):
+            status, n, reason = fut.result()
+            futures[fut].update(faces=status, face_frames=n, faces_reason=reason)
+            dst = face_path(faces_out, futures[fut]["name"])
+            if status != "ok" and os.path.isfile(dst):
+                os.remove(dst)  # an array of an earlier run would pass for this run's faces
+
+
+def _summary(rows, report_path, seconds, max_listed=20):
+    counts = pd.Series([r["status"] for r in rows]).value_counts()
+    lines = [f"{len(rows)} clips in {seconds:.1f}s: " + ", ".join(
+        f"{counts.get(s, 0)} {s}" for s in ("ok", "skipped", "missing", "failed", "timeout"))]
+    bad = [r for r in rows if r["status"] in ("missing", "failed", "timeout")]
+    if bad:
+        lines.append(f"{len(bad)} clips without OpenFace output:")
+        for r in bad[:max_listed]:
+            lines.append(f"  {r['name']} [{r['status']}]: {r['reason']}" + (f" (log: {r['log']})" if r["log"] else ""))
+        if len(bad) > max_listed:
+            lines.append(f"  ... and {len(bad) - max_listed} more")
+    lines.append(f"report: {report_path}")
+    return lines
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    t_start = time.time()
+    try:
+        binary = resolve_binary(args.bin)
+        if args.workers < 1 or args.size < 1:
+            raise DataError(f"--workers ({args.workers}) and --size ({args.size}) must be at least 1")
+        extra = shlex.split(args.extra_args, posix=os.name == "posix")
+        video_dir, clips = list_clips(args)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    out = args.out
+    os.makedirs(os.path.join(out, LOG_DIR), exist_ok=True)
+    os.makedirs(os.path.join(out, TMP_DIR), exist_ok=True)
+    logger = get_logger("mer.openface", os.path.join(out, LOG_DIR, "run_openface.log"), append=True)
+    removed = clean_stale_tmp(out)
+    if removed:
+        logger.info(f"removed {removed} unfinished folder(s) of an earlier, killed run from {out}/{TMP_DIR}")
+    runner = Runner(binary, out, args.size, extra, args.timeout, args.overwrite, video_dir)
+    n_video = sum(v is not None for _, v in clips)
+    source = f"--names {args.names}" if args.names else f"--dataset {args.dataset}" if args.dataset else "the folder"
+    logger.info(f"{len(clips)} clips from {source}, {n_video} with a video in {video_dir}; output {out}; "
+                f"{args.workers} workers, timeout {args.timeout:g}s")
+    to_run = [(n, v) for n, v in clips if v is not None
+              and (args.overwrite or not os.path.isfile(os.path.join(out, n + ".csv")))]
+    if to_run:
+        logger.info(f"{len(to_run)} to run; first command: {shlex.join(runner.command(*to_run[0]))}")
+
+    rows = {}
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    pool = ThreadPoolExecutor(max_workers=args.workers)
+    bar = tqdm(total=len(clips), desc="openface", unit="clip", disable=args.quiet)
+    interrupted = False
+    futures = {}
+    try:
+        futures = {pool.submit(runner.run, n, v): n for n, v in clips}
+        for fut in as_completed(futures):
+            row = _result(fut, futures[fut])
+            rows[row["name"]] = row
+            key = row["status"] if row["status"] in ("ok", "skipped") else "failed"
+            counts[key] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted: killing the running FeatureExtraction processes")
+        runner.kill_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    for fut in futures:  # clips that ended after a Ctrl-C
+        if fut.done() and not fut.cancelled() and futures[fut] not in rows:
+            row = _result(fut, futures[fut])
+            rows[row["name"]] = row
+    ordered = [rows[n] for n, _ in clips if n in rows]
+    run_seconds = time.time() - t_start
+    logger.info(f"OpenFace done in {run_seconds:.1f}s ({counts['ok']} ok, {counts['skipped']} skipped, "
+                f"{counts['failed']} without output)")
+
+    try:
+        os.rmdir(os.path.join(out, TMP_DIR))  # only when empty: another run may be using it
+    except OSError:
+        pass
+    finished = [r for r in ordered if r["status"] in ("ok", "skipped")]
+    fresh = {r["name"] for r in ordered if r["status"] == "ok"}
+    report_path = os.path.join(out, LOG_DIR, REPORT_NAME)
+    code = 0 if all(r["status"] in ("ok", "skipped") for r in ordered) and not interrupted else 1
+    if args.faces_out and finished and not interrupted:
+        _pack_all(ordered, out, args.faces_out, fresh, args.overwrite, args.workers, not args.quiet)
+    _write_report(ordered, report_path, bool(args.faces_out))
+    lines = _summary(ordered, report_path, run_seconds)
+    if interrupted:
+        lines.insert(0, f"interrupted: {len(clips) - len(ordered)} clips not run (a rerun resumes)")
+        print("\n".join(lines))
+        return 130
+
+    if args.faces_out and finished:
+        packed = [r for r in finished if r.get("faces") in ("ok", "skipped")]
+        lines.append(f"face crops: {len(packed)} arrays in {args.faces_out} "
+                     f"({sum(r.get('faces') == 'ok' for r in finished)} written)")
+        for r in [r for r in finished if r.get("faces") in ("empty", "error")][:20]:
+            lines.append(f"  {r['name']} [no face array, {r['faces']}]: {r['faces_reason']}")
+    print("\n".join(lines))
+
+    if args.au_out and finished:
+        if not args.overwrite:
+            for name in fresh:  # OpenFace ran again: the AU sequence of an older CSV must not be kept
+                stale = os.path.join(args.au_out, name + ".npy")
+                if os.path.isfile(stale):
+                    os.remove(stale)
+        try:
+            au_report = openface_au.convert_folder(out, args.au_out, args.workers, args.overwrite,
+                                                   progress=not args.quiet)
+            print("AU sequences: " + openface_au.summarize(au_report, args.au_out))
+        except DataError as e:
+            print(f"error: AU conversion: {e}", file=sys.stderr)
+            code = 1
+    elif args.au_out:
+        print("no finished clip: nothing to convert to AU sequences")
+
+    ds = args.dataset or "<dataset>"
+    print("next:")
+    if finished:
+        face_dir = args.faces_out or out
+        print(f"  python preprocess/extract_features.py --dataset {ds} --modality visual "
+              f"--face_dir {shlex.quote(face_dir)} --model <hub id or folder>"
+              + ("" if args.faces_out else "   # or rerun with --faces_out DIR for MERTools arrays"))
+        if not args.au_out:
+            print(f"  python preprocess/openface_au.py --src {shlex.quote(out)} --out features/{ds}/openface-au-FRM")
+            print(f"  then in config.py: FEAT_AU_DICT[\"{ds}-openface-au-FRM\"] = "
+                  f"[{openface_au.DIM}, 'features/{ds}/openface-au-FRM']")
+    if code:
+        print(f"  rerun the same command to retry the {len(ordered) - len(finished)} clips without output")
+    logger.info(f"finished in {time.time() - t_start:.1f}s; report {report_path}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
