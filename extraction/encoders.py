@@ -665,7 +665,6 @@ def load_encoder(model, modality, device, dtype="auto", layers="default", token_
 
     Defaults (``layers="default"`` ...) are MERTools' for the model's family (see the module docstring).
     """
-    import torch
     import transformers
 
     t0 = time.time()

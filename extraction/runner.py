@@ -28,7 +28,7 @@ from extraction import encoders as enc_mod
 from extraction import writer
 from extraction.media import MediaError
 from extraction.sharding import Shard
-from extraction.sources import FrameRule, Sources
+from extraction.sources import FrameRule, Sources, dataset_names
 from toolkit.files import DataError, read_names_csv
 
 LEVELS = ("UTT", "FRM")
@@ -69,25 +69,6 @@ class ClipDataset:
         else:
             units = [torch.from_numpy(np.array(u, copy=True)) if isinstance(u, np.ndarray) else u for u in prep.units]
         return {"name": name, "units": units, "lengths": prep.lengths, "info": prep.info}
-
-
-def dataset_names(dataset):
-    """Sorted union of a registered data set's label table, test list and unlabelled list."""
-    if dataset not in config.DATASETS:
-        raise DataError(f"unknown --dataset '{dataset}': registered are {', '.join(config.DATASETS)} (config.DATASETS)")
-    ds = config.DATASETS[dataset]
-    names, used = set(), []
-    for key in ("label_csv", "test_csv", "unlabeled_csv"):
-        path = ds.get(key)
-        if path:
-            if not os.path.isfile(path):
-                raise DataError(f"the {key} of data set '{dataset}' ('{path}') does not exist; write it first (for "
-                                "the clip demo: python preprocess/make_clip_demo.py)")
-            names.update(read_names_csv(path))
-            used.append(os.path.basename(path))
-    if not names:
-        raise DataError(f"data set '{dataset}' lists no names (label_csv, test_csv and unlabeled_csv are all empty)")
-    return sorted(names), used
 
 
 def default_feature_name(short_name, level, modality, subtitle_col=None, frame_source=None):
@@ -505,7 +486,7 @@ def summarize(report, out, feature, modality, dim, dataset=None, max_listed=15):
         lines.append(f"{int((windows > 1).sum())} clips were longer than one window and ran in "
                      f"{int(windows[windows > 1].sum())} windows")
     if len(failed):
-        lines.append(f"failed clips (nothing written for them): " + ", ".join(
+        lines.append("failed clips (nothing written for them): " + ", ".join(
             f"{k} {v}" for k, v in failed.status.value_counts().items()))
         for r in failed.head(max_listed).itertuples():
             lines.append(f"  {r.name} [{r.status}]: {r.reason}")

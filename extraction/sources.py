@@ -18,9 +18,10 @@ the clip and go on.
 
 import os
 
+import config
 from extraction import media
 from extraction.media import MediaError
-from toolkit.files import DataError
+from toolkit.files import DataError, read_names_csv
 from toolkit.teacher_client import SUBTITLE_COLUMNS, index_files, read_subtitles
 
 
@@ -188,3 +189,22 @@ class Sources:
             return FrameRule(self.frame_rule.num_frames, None, self.frame_rule.pad).select(faces)
         return media.load_video_frames(path, num_frames=self.frame_rule.num_frames, fps=self.frame_rule.fps,
                                        pad=self.frame_rule.pad)
+
+
+def dataset_names(dataset):
+    """Sorted union of a registered data set's label table, test list and unlabelled list."""
+    if dataset not in config.DATASETS:
+        raise DataError(f"unknown --dataset '{dataset}': registered are {', '.join(config.DATASETS)} (config.DATASETS)")
+    ds = config.DATASETS[dataset]
+    names, used = set(), []
+    for key in ("label_csv", "test_csv", "unlabeled_csv"):
+        path = ds.get(key)
+        if path:
+            if not os.path.isfile(path):
+                raise DataError(f"the {key} of data set '{dataset}' ('{path}') does not exist; write it first (for "
+                                "the clip demo: python preprocess/make_clip_demo.py)")
+            names.update(read_names_csv(path))
+            used.append(os.path.basename(path))
+    if not names:
+        raise DataError(f"data set '{dataset}' lists no names (label_csv, test_csv and unlabeled_csv are all empty)")
+    return sorted(names), used

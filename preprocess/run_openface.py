@@ -63,11 +63,13 @@ from tqdm import tqdm
 import _paths  # noqa: F401
 import config
 import openface_au
+from extraction.media import VIDEO_EXTS, MediaError, load_image_folder
+from extraction.sources import dataset_names
+from extraction.writer import save_npy
 from toolkit.files import DataError, read_names_csv
+from toolkit.teacher_client import index_files
 from toolkit.utils import get_logger
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".mpeg")
-IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg")
 TMP_DIR = ".tmp"
 LOG_DIR = "logs"
 REPORT_NAME = "openface_run_report.csv"  # written to <out>/logs/, out of convert_folder's sight
@@ -98,39 +100,6 @@ def resolve_binary(path):
     return os.path.abspath(found)
 
 
-def index_videos(video_dir):
-    """``{name: path}`` of the videos in ``video_dir`` (per name, the first extension of VIDEO_EXTS)."""
-    if not video_dir or not os.path.isdir(video_dir):
-        raise DataError(f"--video_dir '{video_dir}' is not a folder: give the folder of <name>.<"
-                        f"{'|'.join(e[1:] for e in VIDEO_EXTS)}> videos")
-    rank = {e: i for i, e in enumerate(VIDEO_EXTS)}
-    found = {}
-    for f in os.listdir(video_dir):
-        stem, ext = os.path.splitext(f)
-        ext = ext.lower()
-        path = os.path.join(video_dir, f)
-        if ext in rank and os.path.isfile(path):
-            if stem not in found or rank[ext] < rank[os.path.splitext(found[stem])[1].lower()]:
-                found[stem] = path
-    return found
-
-
-def dataset_names(ds_name):
-    """The union (in list order, each name once) of a config.DATASETS entry's name lists."""
-    if ds_name not in config.DATASETS:
-        raise DataError(f"unknown dataset '{ds_name}': known are {', '.join(sorted(config.DATASETS))}")
-    ds = config.DATASETS[ds_name]
-    names = []
-    for key in DATASET_LISTS:
-        path = ds.get(key)
-        if path and os.path.isfile(path):
-            names += read_names_csv(path)
-    if not names:
-        lists = ", ".join(f"{k}={ds.get(k)!r}" for k in DATASET_LISTS)
-        raise DataError(f"dataset '{ds_name}' has no name list on disk ({lists}); give --names")
-    return list(dict.fromkeys(names))
-
-
 def list_clips(args):
     """``(video_dir, [(name, video path or None)])`` from --names, --dataset or the video folder."""
     video_dir = args.video_dir
@@ -138,13 +107,15 @@ def list_clips(args):
     if args.names:
         names = read_names_csv(args.names)
     elif args.dataset:
-        names = dataset_names(args.dataset)
+        names = dataset_names(args.dataset)[0]
     if args.dataset and not video_dir:
         ds = config.DATASETS.get(args.dataset)
         video_dir = ds.get("video_dir") if ds else None
         if not video_dir:
             raise DataError(f"dataset '{args.dataset}' has no video_dir in config.DATASETS: give --video_dir")
-    videos = index_videos(video_dir)
+    if not video_dir:
+        raise DataError("give --video_dir (the folder of <name>.<mp4|avi|mkv|...> videos)")
+    videos = index_files(video_dir, VIDEO_EXTS, "video")
     if names is None:
         names = sorted(videos)
         if not names:
@@ -378,45 +349,20 @@ def _kill(proc):
 
 
 # ---------------------------------------------------------------------------------------- face crops
-def _natural_key(filename):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", filename)]
-
-
-def aligned_images(folder):
-    """The image files of an OpenFace ``_aligned`` folder in frame order (frame_..._2 before _10)."""
-    if not os.path.isdir(folder):
-        return []
-    files = [f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS)]
-    return [os.path.join(folder, f) for f in sorted(files, key=_natural_key)]
-
-
 def pack_faces(aligned_dir, dst):
     """Aligned images -> ``dst`` (.npy, (T, H, W, 3) uint8, BGR), atomically; returns ``(status, frames,
-    reason)`` with status 'ok', 'empty' (no image: no array written) or 'error'."""
-    from PIL import Image
-
-    files = aligned_images(aligned_dir)
-    if not files:
-        why = "no aligned folder" if not os.path.isdir(aligned_dir) else \
-            "no aligned image (no frame with a detected face)"
-        return "empty", 0, f"{why}: {aligned_dir}"
-    frames = []
+    reason)`` with status 'ok', 'empty' (no image: no array written) or 'error'. The images are read as the
+    visual extractor reads a face folder (extraction.media.load_image_folder: natural frame order)."""
     try:
-        for path in files:
-            with Image.open(path) as im:
-                frames.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    except (OSError, ValueError) as e:
-        return "error", 0, f"cannot read '{path}': {e}"
-    shapes = sorted({f.shape for f in frames})
-    if len(shapes) > 1:
-        return "error", 0, f"aligned images of different sizes {shapes[:3]} in {aligned_dir}"
-    arr = np.ascontiguousarray(np.stack(frames)[..., ::-1])  # RGB -> BGR, the order of MERTools' arrays
+        frames = load_image_folder(aligned_dir)
+    except MediaError as e:
+        if e.code in ("missing_file", "no_frames"):
+            why = "no aligned folder" if e.code == "missing_file" else "no aligned image (no frame with a detected face)"
+            return "empty", 0, f"{why}: {aligned_dir}"
+        return "error", 0, str(e)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    part = dst + ".part"
-    with open(part, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(part, dst)
-    return "ok", int(len(arr)), ""
+    save_npy(dst, np.ascontiguousarray(frames[..., ::-1]))  # RGB -> BGR, the order of MERTools' arrays
+    return "ok", int(len(frames)), ""
 
 
 def face_path(faces_out, name):

@@ -455,3 +455,21 @@ def test_torchrun_two_processes_write_the_files_of_one(clips, models):
     assert sorted(report["rank"].unique()) == [0, 1] and len(report) == 12  # every name: a file or an error record
     assert report.groupby("rank").size().tolist() == [6, 6]
     assert json.loads((d / "two" / writer.MANIFEST).read_text())["runs"][-1]["processes"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("modality,family", [("audio", "hubert"), ("visual", "clip"), ("text", "bert")])
+def test_cuda_features_match_the_cpu_ones(models, modality, family):
+    """On a GPU: pinned, non-blocking batches in float32 give the CPU's features; bfloat16 (the CUDA default)
+    stays close."""
+    raw = {"audio": lambda: tone(200, 2.3), "text": lambda: TEXTS[2],
+           "visual": lambda: np.random.default_rng(0).integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)}[modality]()
+    feats = {}
+    for device, dtype in (("cpu", "float32"), ("cuda", "float32"), ("cuda", "auto")):
+        enc = encoders.load_encoder(models[family], modality, torch.device(device), dtype=dtype)
+        ext = runner.Extractor(enc, "UTT", 8)
+        prep = enc.preprocessor(raw)
+        feats[device, dtype] = ext.pool(ext.run_units(list(prep.units), prep.lengths, pytest.fail))
+    ref = feats["cpu", "float32"]
+    np.testing.assert_allclose(feats["cuda", "float32"], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+    assert np.abs(feats["cuda", "auto"] - ref).max() <= 0.05 * np.abs(ref).max()
