@@ -24,6 +24,7 @@ last line, ``speedup: <ratio>``: the MERTools design's total time over ours for 
 """
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -139,8 +140,9 @@ def bench_modality(modality, work, names, subs, size, device, dtype, workers, lo
     batch = enc.default_batch["cuda" if device.type == "cuda" else "cpu"]
     n_workers = runner.default_workers(modality, device) if workers is None else (0 if modality == "text" else workers)
 
-    # MERTools' design: the same model object, in float32 (it has no dtype option; LLMs aside)
-    model = enc.model.float() if device.type == "cpu" else enc.model
+    # MERTools' design: the same model (the same object where ours runs in float32; else a float32 copy of it:
+    # MERTools has no dtype option for these families)
+    model = enc.model if enc.dtype == torch.float32 else copy.deepcopy(enc.model).float()
     pre = {"audio": T.AutoFeatureExtractor, "visual": T.AutoImageProcessor, "text": T.AutoTokenizer}[modality] \
         .from_pretrained(folder)
     theirs_dir, ours_dir = os.path.join(work, f"theirs-{modality}"), os.path.join(work, f"ours-{modality}")
