@@ -8,6 +8,8 @@
 * ``sharding``: torchrun ranks, their fixed share of the name list, barriers
 * ``writer``: atomic ``.npy`` files, the manifest that identifies a feature folder, the report
 * ``runner``: the extraction loop behind ``preprocess/extract_features.py``
+* ``tiny_models``: small randomly initialised encoders of each family, saved like hub checkpoints, for the
+  tests, the clip demo and the benchmark
 
 torch, transformers and av are imported by the modules that need them, so ``import extraction`` is cheap.
 """
