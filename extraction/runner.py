@@ -338,6 +338,75 @@ def frame_rule_for(encoder, frames=None, fps=None):
     return FrameRule(FAMILY_FRAMES.get(encoder.family), None)
 
 
+def resolve_names(args):
+    """``(sorted names, the lists they came from)``: a data set's lists, a --names CSV, or those of the CSV that
+    are in the data set; --limit keeps the first N."""
+    names, lists = dataset_names(args.dataset) if args.dataset else (None, [])
+    if args.names:
+        picked = read_names_csv(args.names)
+        names = picked if names is None else sorted(set(picked) & set(names))
+        lists = [os.path.basename(args.names)]
+    if not names:
+        raise DataError("no names to extract: give --dataset (a data set of config.DATASETS) or --names CSV")
+    names = sorted(set(names))
+    return (names[:args.limit] if args.limit else names), lists
+
+
+def check_args(args):
+    if args.level not in LEVELS:
+        raise DataError(f"--level '{args.level}': use UTT (one vector per clip) or FRM (a (T, dim) sequence)")
+    if args.save_dtype not in SAVE_DTYPES:
+        raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DataError(f"--batch_size {args.batch_size}: give a positive number of units per batch")
+
+
+def output_folder(args, encoder, sources):
+    """``(folder, feature name)``: --out (named after its last part), or features/<dataset>/<default name>."""
+    if args.out:
+        return args.out, args.feature_name or os.path.basename(os.path.normpath(args.out))
+    feature = args.feature_name or default_feature_name(encoder.ref.short_name, args.level, args.modality,
+                                                        sources.subtitle_col, sources.identity().get("frame_source"))
+    if not args.dataset:
+        raise DataError("give --out (the feature folder) when the names come from --names without --dataset")
+    return os.path.join(config.FEATURE_ROOT, args.dataset, feature), feature
+
+
+def open_folder(out, identity, encoder, sources, names, lists, logger):
+    """Rank 0: refuse a folder made with other settings, clean what killed runs left, write the manifest."""
+    os.makedirs(out, exist_ok=True)
+    old = writer.check_folder(out, identity)
+    removed = writer.clean_stale_tmp(out)
+    writer.write_manifest(out, {
+        "format": writer.FORMAT, "feature": os.path.basename(os.path.normpath(out)), "settings": identity,
+        "status": "running", "model": {"source": encoder.ref.source, "label": encoder.ref.label},
+        "padding_probe": encoder.padding_probe, "inputs": sources.describe(),
+        "names": {"count": len(names), "lists": lists}, "versions": writer.versions(),
+        "runs": (old or {}).get("runs", [])})
+    logger.info(f"output {out} ({'resuming: ' + str(old.get('counts', {})) if old else 'new folder'}"
+                f"{f'; removed {removed} temporary files of killed runs' if removed else ''})")
+
+
+def close_folder(out, rows, names, encoder, world, seconds):
+    """Rank 0: every name gets a file or an error record; the report and the manifest; returns the report."""
+    seen = {r["name"] for r in rows}
+    rows = rows + [_report_row(n, "missing", "no file and no error record (did a process end early?)")
+                   for n in names if n not in seen]
+    for r in rows:
+        if r["status"] in ("ok", "exists") and not os.path.isfile(os.path.join(out, r["name"] + ".npy")):
+            r.update(status="missing", reason="reported written, but the file is gone")
+    report = writer.write_report(out, rows)
+    failed = int((~report.status.isin(["ok", "exists"])).sum())
+    counts = {"names": len(names), "written": int((report.status == "ok").sum()),
+              "kept": int((report.status == "exists").sum()), "failed": failed}
+    manifest = writer.read_manifest(out)
+    manifest.update(status="incomplete" if failed else "complete", counts=counts, dim=encoder.dim)
+    manifest["runs"].append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": world,
+                             "device": str(encoder.device), "seconds": round(seconds, 1), **counts})
+    writer.write_manifest(out, manifest)
+    return report
+
+
 def run(args, logger):
     """Extract one feature for the names of ``args``; returns the exit status (0 done, 1 some clips failed)."""
     from toolkit.utils import resolve_device
@@ -345,27 +414,8 @@ def run(args, logger):
     shard = Shard()
     t_start = time.time()
     try:
-        if args.level not in LEVELS:
-            raise DataError(f"--level '{args.level}': use UTT (one vector per clip) or FRM (a (T, dim) sequence)")
-        if args.save_dtype not in SAVE_DTYPES:
-            raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise DataError(f"--batch_size {args.batch_size}: give a positive number of units per batch")
-        ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
-        if args.dataset:
-            names, lists = dataset_names(args.dataset)
-        else:
-            lists = []
-            names = None
-        if args.names:
-            picked = read_names_csv(args.names)
-            names = picked if names is None else [n for n in picked if n in set(names)]
-            lists = [os.path.basename(args.names)]
-        if not names:
-            raise DataError("no names to extract: give --dataset (a data set of config.DATASETS) or --names CSV")
-        names = sorted(set(names))
-        if args.limit:
-            names = names[:args.limit]
+        check_args(args)
+        names, lists = resolve_names(args)
         device = resolve_device(args.device, shard.local_rank if shard.world > 1 else args.gpu)
         encoder = enc_mod.load_encoder(args.model, args.modality, device, dtype=args.dtype, layers=args.layers,
                                        token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
@@ -373,39 +423,18 @@ def run(args, logger):
                                        revision=args.revision, trust_remote_code=args.trust_remote_code,
                                        logger=logger if shard.main else None)
         rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" else None
+        ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
         sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col, faces=args.faces,
                           face_channels=args.face_channels, frame_rule=rule,
                           sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
         check_batching(encoder)
-        identity = enc_mod.describe(encoder) if shard.main else None
-        if shard.main:
-            identity.update({"level": args.level, "file_dtype": args.save_dtype, **sources.identity()})
-        src_id = sources.identity()
-        feature = args.feature_name or default_feature_name(encoder.ref.short_name, args.level, args.modality,
-                                                            sources.subtitle_col,
-                                                            src_id.get("frame_source"))
-        if args.out:
-            out = args.out
-            feature = args.feature_name or os.path.basename(os.path.normpath(out))
-        elif args.dataset:
-            out = os.path.join(config.FEATURE_ROOT, args.dataset, feature)
-        else:
-            raise DataError("give --out (the feature folder) when the names come from --names without --dataset")
+        out, feature = output_folder(args, encoder, sources)
         verdict = None
-        if shard.main:
+        if shard.main:  # one process decides about the folder; every rank gets its verdict
+            identity = {**enc_mod.describe(encoder), "level": args.level, "file_dtype": args.save_dtype,
+                        **sources.identity()}
             try:
-                os.makedirs(out, exist_ok=True)
-                old = writer.check_folder(out, identity)
-                removed = writer.clean_stale_tmp(out)
-                manifest = {"format": writer.FORMAT, "feature": os.path.basename(os.path.normpath(out)),
-                            "settings": identity, "status": "running",
-                            "model": {"source": encoder.ref.source, "label": encoder.ref.label},
-                            "padding_probe": encoder.padding_probe, "inputs": sources.describe(),
-                            "names": {"count": len(names), "lists": lists}, "versions": writer.versions(),
-                            "runs": (old or {}).get("runs", [])}
-                writer.write_manifest(out, manifest)
-                logger.info(f"output {out} ({'resuming: ' + str(old.get('counts', {})) if old else 'new folder'}"
-                            f"{f'; removed {removed} temporary files of killed runs' if removed else ''})")
+                open_folder(out, identity, encoder, sources, names, lists, logger)
             except DataError as e:
                 verdict = str(e)
         verdict = shard.broadcast(verdict)
@@ -417,11 +446,11 @@ def run(args, logger):
     _log_to_file(logger, os.path.join(out, "extract.log" if shard.main else f"extract.rank{shard.rank}.log"))
     logger.info(f"feature {feature}: model {encoder.ref.label} ({encoder.family}, {encoder.ref.source} "
                 f"{encoder.ref.path}) on {encoder.device}, loaded in {encoder.load_seconds:.1f}s; level {args.level}; "
-                f"settings {enc_mod.describe(encoder) if shard.main else encoder.settings}")
+                f"settings {encoder.settings}")
     share = shard.take(names)
-    dim, level, save_dtype = encoder.dim, args.level, args.save_dtype
     t_check = time.time()
-    done = [n for n in share if writer.is_valid_feature(os.path.join(out, n + ".npy"), dim, level, save_dtype)]
+    done = [n for n in share if writer.is_valid_feature(os.path.join(out, n + ".npy"), encoder.dim, args.level,
+                                                         args.save_dtype)]
     done_set = set(done)
     todo = [n for n in share if n not in done_set]
     if shard.main:
@@ -432,32 +461,15 @@ def run(args, logger):
     workers = args.workers if args.workers is not None else default_workers(args.modality, encoder.device)
     batch = args.batch_size or encoder.default_batch["cuda" if encoder.device.type == "cuda" else "cpu"]
     rows = [_report_row(n, "exists", "", sources.input_of(n), None, shard.rank) for n in done]
-    rows += extract_share(todo, sources, encoder, out, level, save_dtype, batch, workers, rank=shard.rank,
+    rows += extract_share(todo, sources, encoder, out, args.level, args.save_dtype, batch, workers, rank=shard.rank,
                           progress=not args.quiet, logger=logger)
     all_rows = shard.gather(rows)
     status = 0
     if shard.main:
-        merged = [r for part in all_rows for r in part]
-        seen = {r["name"] for r in merged}
-        for n in names:  # every name has a file or an error record
-            if n not in seen:
-                merged.append(_report_row(n, "missing", "no file and no error record (did a process end early?)"))
-        for r in merged:
-            if r["status"] in ("ok", "exists") and not os.path.isfile(os.path.join(out, r["name"] + ".npy")):
-                r.update(status="missing", reason="reported written, but the file is gone")
-        report = writer.write_report(out, merged)
-        failed = report[~report.status.isin(["ok", "exists"])]
-        n_ok, n_kept = int((report.status == "ok").sum()), int((report.status == "exists").sum())
-        manifest = writer.read_manifest(out)
-        counts = {"names": len(names), "written": n_ok, "kept": n_kept, "failed": len(failed)}
-        manifest["status"] = "complete" if failed.empty else "incomplete"
-        manifest["counts"] = counts
-        manifest["dim"] = dim
-        manifest["runs"].append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": shard.world,
-                                 "device": str(encoder.device), "seconds": round(time.time() - t_start, 1), **counts})
-        writer.write_manifest(out, manifest)
-        print(summarize(report, out, feature, args.modality, dim, args.dataset))
-        status = 0 if failed.empty else 1
+        report = close_folder(out, [r for part in all_rows for r in part], names, encoder, shard.world,
+                              time.time() - t_start)
+        print(summarize(report, out, feature, args.modality, encoder.dim))
+        status = 0 if report.status.isin(["ok", "exists"]).all() else 1
     shard.barrier()
     shard.close()
     return status
@@ -472,7 +484,7 @@ def _log_to_file(logger, path):
     logger.addHandler(handler)
 
 
-def summarize(report, out, feature, modality, dim, dataset=None, max_listed=15):
+def summarize(report, out, feature, modality, dim, max_listed=15):
     """The end of a run, as text: counts, failures with reasons, what was cut, and the config.py line."""
     counts = report["status"].value_counts()
     failed = report[~report.status.isin(["ok", "exists"])]

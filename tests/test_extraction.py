@@ -473,3 +473,22 @@ def test_cuda_features_match_the_cpu_ones(models, modality, family):
     ref = feats["cpu", "float32"]
     np.testing.assert_allclose(feats["cuda", "float32"], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
     assert np.abs(feats["cuda", "auto"] - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_names_from_a_data_set_a_csv_or_both(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    pd.DataFrame({"name": ["b", "a"], "discrete": ["happy", "sad"]}).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame({"name": ["c", "a"]}).to_csv(tmp_path / "unlabeled.csv", index=False)  # test candidates in the pool
+    pd.DataFrame({"name": ["c", "z"]}).to_csv(tmp_path / "mine.csv", index=False)
+    monkeypatch.setitem(config.DATASETS, "clips", {"label_csv": str(tmp_path / "labels.csv"), "test_csv": None,
+                                                   "unlabeled_csv": str(tmp_path / "unlabeled.csv")})
+    args = SimpleNamespace(dataset="clips", names=None, limit=None)
+    assert runner.resolve_names(args) == (["a", "b", "c"], ["labels.csv", "unlabeled.csv"])
+    args.names = str(tmp_path / "mine.csv")
+    assert runner.resolve_names(args)[0] == ["c"]  # only the data set's names of the CSV
+    args.dataset, args.limit = None, 1
+    assert runner.resolve_names(args)[0] == ["c"]
+    monkeypatch.setitem(config.DATASETS, "gone", {"label_csv": str(tmp_path / "nope.csv")})
+    with pytest.raises(DataError, match="does not exist"):
+        runner.resolve_names(SimpleNamespace(dataset="gone", names=None, limit=None))
