@@ -10,7 +10,8 @@ Runs (each one train.py run with --test, under <save_root>/<experiment>/...):
 ``--parts alone,all,without`` picks which. Ends with the table of mean and std accuracy and weighted F1 per
 experiment (sorted; test where the data set has test labels, else validation), written as CSV and Markdown,
 and a bar chart ``<save_root>/ablation.png``; the drop in F1 without each expert ranks the experts.
-Finished runs are kept: rerunning the same command skips them (delete the folder to redo).
+Finished runs are kept: rerunning the same command skips them. Runs are named by their settings, so other
+--train_args train new runs beside them; the table holds only the runs of this command.
 """
 
 import argparse
@@ -22,11 +23,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
 import eval_avg_performance as eap  # noqa: E402
+from engine.config import TrainConfig  # noqa: E402
 from toolkit.files import DataError  # noqa: E402
 from toolkit.trainer import train  # noqa: E402
 from toolkit.utils import error_line, parse_feat_list  # noqa: E402
-from train import build_parser  # noqa: E402
 
 
 def experiments(feats, parts):
@@ -71,21 +74,22 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = experiments(feats, parts)
     print(f"{len(runs)} experiments x {len(seeds)} seeds, model {args.model}, under {save_root}", flush=True)
+    rows = []
     try:
+        base = TrainConfig.from_argv(args.train_args.split())
         for name, fs in runs:
             for seed in seeds:
-                targs = build_parser().parse_args([
-                    "--dataset", args.dataset, "--seed", str(seed), "--model", args.model, "--feat", ",".join(fs),
-                    "--save_root", os.path.join(save_root, name.replace(":", "=")), "--test", "--quiet",
-                    "--resume", *args.train_args.split()])
-                s = train(targs)
+                cfg = base.replace(dataset=args.dataset, seed=seed, model=args.model, feat=list(fs), test=True,
+                                   quiet=True, resume=True, save_root=os.path.join(save_root, name.replace(":", "=")))
+                s = train(cfg)
                 score = s.get("test_f1", s["valid_f1"])
                 print(f"{name} seed {seed}: weighted F1 {score:.4f}", flush=True)
+                rows.append({"experiment": name, "seed": seed, **{k: s.get(k) for k in (
+                    "valid_acc", "valid_f1", "test_acc", "test_f1")}})
     except (DataError, KeyError, ValueError) as e:
         print(error_line(e), file=sys.stderr)
         return 2
-    table = eap.summarise(eap.collect(save_root))
-    table["experiment"] = table["experiment"].str.split("/").str[0].str.replace("=", ":", regex=False)
+    table = eap.summarise(pd.DataFrame(rows))
     out = os.path.join(save_root, "ablation")
     table.to_csv(out + ".csv", index=False, float_format="%.4f")
     md = eap.to_markdown(table)

@@ -19,8 +19,15 @@ import pandas as pd
 
 
 def _experiment_names(paths):
-    """Path parts without ``seed<k>``, minus the parts every run shares (when all paths align)."""
+    """Path parts without ``seed<k>``, minus the parts every run shares (when all paths align). The run
+    folder's own name (train.py names runs by their settings) counts only where one folder holds runs of
+    several settings."""
     parts = [[p for p in path if not re.fullmatch(r"seed\d+", p)] for path in paths]
+    runs_per_folder = {}
+    for p in parts:
+        runs_per_folder.setdefault(tuple(p[:-1]), set()).add(p[-1] if p else None)
+    if parts and all(len(v) == 1 for v in runs_per_folder.values()):
+        parts = [p[:-1] or p for p in parts]
     if len({len(p) for p in parts}) == 1 and len({tuple(p) for p in parts}) > 1:
         varying = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
         parts = [[p[i] for i in varying] for p in parts]

@@ -42,18 +42,18 @@ FEAT_LIST=$(printf "'%s'," $ALL_FEATS)
 for seed in $SEEDS; do
   "$PY" train.py --dataset demo --seed "$seed" --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 \
     --batch_size 64 --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" \
-    --test --quiet 2>>"$SAVE_ROOT/multimodal.log"
+    --run_name stage1 --test --quiet 2>>"$SAVE_ROOT/multimodal.log"
 done
 
 echo "== scores on the demo's test list (labels used only for scoring)"
 "$PY" eval_avg_performance.py --save_root "$SAVE_ROOT/unimodal" --out "$SAVE_ROOT/summary" --highlight multimodal-all
 
 TEACHER=features/demo/teachers/demo-vlm.jsonl
-STAGE1="$SAVE_ROOT/unimodal/multimodal-all/demo/seed0/auto_attention/run"
+STAGE1="$SAVE_ROOT/unimodal/multimodal-all/demo/seed0/auto_attention/stage1"
 if [ ! -f "$STAGE1/best.pth" ]; then
   echo "== stage 1 (seed 0) for the semi-supervised steps"
   "$PY" train.py --dataset demo --seed 0 --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 --batch_size 64 \
-    --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" --test --quiet \
+    --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" --run_name stage1 --test --quiet \
     2>>"$SAVE_ROOT/multimodal.log"
 fi
 echo "== teacher: accuracy and coverage of the VLM teacher per confidence level (labelled clips)"
@@ -66,12 +66,12 @@ echo "== stage 2: labelled + pseudo-labelled, seeds 0 and 1 ($S2_EPOCHS epochs; 
 for seed in 0 1; do
   "$PY" train.py --dataset demo --split "$SAVE_ROOT/pseudo_consensus.json" --seed "$seed" --feat "[${FEAT_LIST%,}]" \
     --model auto_attention --lr 1e-3 --batch_size 64 --epochs "$S2_EPOCHS" --device "$DEVICE" \
-    --save_root "$SAVE_ROOT/stage2" --test --quiet 2>>"$SAVE_ROOT/stage2.log" | grep "TEST:"
+    --save_root "$SAVE_ROOT/stage2" --run_name stage2 --test --quiet 2>>"$SAVE_ROOT/stage2.log" | grep "TEST:"
 done
 echo "== ensemble (soft voting: stage 1 + both stage-2 runs) + re-ranking rules (rerank_rules.yaml) + submission"
 S2="$SAVE_ROOT/stage2/demo"
-"$PY" ensemble.py --preds "$STAGE1" "$S2/seed0/auto_attention/run" "$S2/seed1/auto_attention/run" \
-  --valid_preds "$STAGE1" "$S2/seed0/auto_attention/run" "$S2/seed1/auto_attention/run" --mode soft \
+"$PY" ensemble.py --preds "$STAGE1" "$S2/seed0/auto_attention/stage2" "$S2/seed1/auto_attention/stage2" \
+  --valid_preds "$STAGE1" "$S2/seed0/auto_attention/stage2" "$S2/seed1/auto_attention/stage2" --mode soft \
   --rules rerank_rules.yaml --teacher "$TEACHER" --candidates features/demo/test.csv \
   --labels features/demo/test_labels.csv --out "$SAVE_ROOT/submission.csv" 2>>"$SAVE_ROOT/ensemble.log" \
   | tee "$SAVE_ROOT/ensemble.txt"
@@ -85,9 +85,9 @@ def f1(run):
 best_single = pd.read_csv(os.path.join(root, "summary.csv"))
 best_single = best_single[~best_single["experiment"].str.contains("multimodal")]
 rows = [("best single feature (unimodal)", best_single["test_f1_mean"].max()),
-        ("stage 1: multimodal, labelled only", f1(os.path.join(root, "unimodal/multimodal-all/demo/seed0/auto_attention/run")))]
+        ("stage 1: multimodal, labelled only", f1(os.path.join(root, "unimodal/multimodal-all/demo/seed0/auto_attention/stage1")))]
 for seed in (0, 1):
-    rows.append((f"stage 2: + consensus pseudo labels, seed {seed}", f1(os.path.join(root, f"stage2/demo/seed{seed}/auto_attention/run"))))
+    rows.append((f"stage 2: + consensus pseudo labels, seed {seed}", f1(os.path.join(root, f"stage2/demo/seed{seed}/auto_attention/stage2"))))
 pred = pd.read_csv(os.path.join(root, "submission_pred.csv"))
 from sklearn.metrics import f1_score
 ens = [l for l in open(os.path.join(root, "ensemble.txt")) if l.strip().startswith("ensemble (soft)")]

@@ -27,13 +27,13 @@ import pandas as pd
 
 import _paths  # noqa: F401
 import config
+from engine.config import TrainConfig
 from toolkit.ensemble import fit_weights, read_members, vote
 from toolkit.files import read_label_csv
 from toolkit.metrics import emotion_metrics
 from toolkit.rerank import Validation, load_rules, rerank, teacher_answers
 from toolkit.trainer import train
 from toolkit.utils import get_logger, load_script
-from train import build_parser
 
 build_splits = load_script("preprocess/build_splits.py")
 
@@ -57,7 +57,7 @@ def train_seeds(split, seeds, root, args, log):
     """One run per seed on ``split`` (None: each seed's own split train_lst/demo/seed<k>.json)."""
     runs = []
     for seed in seeds:
-        targs = build_parser().parse_args([
+        targs = TrainConfig.from_argv([
             "--dataset", "demo", "--seed", str(seed), "--feat", args.feat, "--model", args.model,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--save_root", root, "--device", args.device,
             "--test", "--quiet", "--resume"] + (["--split", split] if split else []))

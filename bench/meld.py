@@ -23,10 +23,10 @@ import pandas as pd
 
 import _paths  # noqa: F401
 import config
+from engine.config import TrainConfig
 from models.context import CONTEXT_LEVELS, context_run_name
 from toolkit.trainer import train
 from toolkit.utils import load_script
-from train import build_parser
 
 meld = load_script("preprocess/meld.py")
 
@@ -59,7 +59,7 @@ def run_seeds(split, seeds, args, context, save_root):
                 "--context", str(context),
                 "--context_hidden", str(args.context_hidden), "--context_level", args.context_level,
                 "--test", "--quiet", *args.extra.split()]
-        s = train(build_parser().parse_args(argv))
+        s = train(TrainConfig.from_argv(argv))
         rows.append({"context": context, "seed": seed, "best_epoch": s["best_epoch"], "valid_f1": s["valid_f1"],
                      "test_acc": s["test_acc"], "test_f1": s["test_f1"]})
         print(f"context {context} seed {seed}: dev weighted F1 {s['valid_f1']:.4f} (epoch {s['best_epoch']}), "

@@ -30,8 +30,8 @@ import numpy as np
 
 import _paths  # noqa: F401
 import config
+from engine.config import TrainConfig
 from models.context import CONTEXT_LEVELS, context_run_name
-from train import build_parser
 from toolkit.files import read_split_json
 from toolkit.selection import one_standard_error
 from toolkit.trainer import train
@@ -80,7 +80,7 @@ def main(argv=None):
     for seed in seeds:
         summaries = []
         for l2 in l2s:
-            targs = build_parser().parse_args([
+            targs = TrainConfig.from_argv([
                 "--dataset", "mosi", "--seed", str(seed), "--feat", ",".join(FEATS), "--model", args.model,
                 "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch_size", str(args.batch_size),
                 "--hidden_dim", str(args.hidden_dim), "--dropout", str(args.dropout), "--device", args.device,

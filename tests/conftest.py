@@ -131,9 +131,9 @@ def dialogues(tmp_path, monkeypatch):
 
 
 def train_args(env, *extra):
-    """Parsed train.py arguments for the tiny data set."""
-    from train import build_parser
-    return build_parser().parse_args([
+    """The training config of the tiny data set, with train.py flags ``extra`` on top."""
+    from engine.config import TrainConfig
+    return TrainConfig.from_argv([
         "--dataset", "tiny", "--seed", "0", "--feat", "tiny-signal,tiny-noise", "--epochs", "8", "--lr", "3e-3",
         "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--save_root", str(env.tmp / "saved"),
         "--quiet", "--device", "cpu", "--num_workers", "2", *extra])

@@ -131,3 +131,21 @@ def test_acl_loop_resumes_after_interruption(lowres, monkeypatch):
     assert len(taken) == len(set(taken))  # a sample is moved to the labelled pool once
     assert res["n_pseudo"] == sum(h["taken"] for h in hist)
     assert 0 <= res["stage2"]["test_f1"] <= 1
+
+
+def test_two_stage_rerun_with_other_train_args_is_refused_never_reports_the_old_f1(lowres):
+    split, pool, truth, teacher, truth_csv = _setup(lowres)
+    out = str(lowres.tmp / "semi_rerun")
+    first = semi.two_stage("tiny", 0, split, TRAIN_ARGS, "teacher", {"min_conf": 4}, [teacher], pool, truth_csv,
+                           out, device="cpu")
+    # the same command again: the finished runs of the same settings are reused, the same figures come back
+    again = semi.two_stage("tiny", 0, split, TRAIN_ARGS, "teacher", {"min_conf": 4}, [teacher], pool, truth_csv,
+                           out, device="cpu")
+    assert again["stage2"]["test_f1"] == first["stage2"]["test_f1"]
+    # other training settings: stage 1 of these settings is not there, and the old one is not reported as it
+    other = [a if a != "6" else "3" for a in TRAIN_ARGS]  # --epochs 3
+    with pytest.raises(DataError, match=r"other settings \(epochs: 6 there, 3 now"):
+        semi.two_stage("tiny", 0, split, other, "teacher", {"min_conf": 4}, [teacher], pool, truth_csv, out,
+                       device="cpu")
+    assert json.load(open(os.path.join(out, "tiny", "seed0", "auto_attention", "stage1", "summary.json")))[
+        "valid_f1"] == first["stage1"]["valid_f1"]  # the old run is left as it was

@@ -1,16 +1,19 @@
 """train.py and test.py end to end on the tiny data set with a known answer."""
 
+import glob
 import json
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import test as test_script
 import train as train_script
 from conftest import CLASSES, train_args
 from toolkit import trainer
+from toolkit.files import DataError
 from toolkit.trainer import evaluate_run, train
 
 
@@ -180,12 +183,14 @@ def test_ablation_ranks_the_informative_expert_first(tiny, capsys):
     # a rerun skips finished runs
     assert ablation.main(["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--model", "moe", "--seeds", "0",
                           "--parts", "all", "--save_root", root, "--train_args", targs]) == 0
-    log = open(os.path.join(root, "all", "tiny", "seed0", "moe", "run", "train.log")).read()
+    (run,) = glob.glob(os.path.join(root, "all", "tiny", "seed0", "moe", "*"))  # named by its settings
+    log = open(os.path.join(run, "train.log")).read()
     assert "already complete" in log and "epoch 6/6" in log  # the first run's log is kept
 
 
 def test_test_script_batch_mode_writes_every_run_and_expert_head(tiny, capsys):
-    runs = [train(train_args(tiny, "--model", "moe", "--seed", str(seed)))["run_dir"] for seed in (0, 1)]
+    runs = [train(train_args(tiny, "--model", "moe", "--seed", str(seed), "--run_name", "run"))["run_dir"]
+            for seed in (0, 1)]
     runs.append(train(train_args(tiny, "--run_name", "aa"))["run_dir"])
     out_dir = tiny.tmp / "preds"
     rc = test_script.main(["--run", *runs, "--names", str(tiny.tmp / "test.csv"), "--labels",
@@ -213,3 +218,78 @@ def test_test_script_batch_mode_writes_every_run_and_expert_head(tiny, capsys):
     # several runs need --out_dir
     with pytest.raises(SystemExit):
         test_script.main(["--run", *runs[:2], "--names", str(tiny.tmp / "test.csv")])
+
+
+def test_runs_are_named_by_their_settings_and_a_folder_never_holds_other_settings(tiny):
+    a = train(train_args(tiny, "--epochs", "2"))
+    a1 = train(train_args(tiny, "--epochs", "2", "--seed", "1"))
+    b = train(train_args(tiny, "--epochs", "2", "--lr", "1e-3"))
+    name = os.path.basename(a["run_dir"])
+    assert name.startswith("auto_attention-") and os.path.basename(a1["run_dir"]) == name  # seeds share the name
+    assert os.path.basename(b["run_dir"]) != name and os.path.isfile(os.path.join(a["run_dir"], "best.pth"))
+    assert a["config_hash"] != a1["config_hash"]  # ... not the identity: the seed is part of it
+
+    # an explicit folder that holds a finished run: other settings are refused, with or without --resume,
+    # and nothing of it is touched
+    train(train_args(tiny, "--epochs", "2", "--run_name", "x", "--test"))
+    run = os.path.join(str(tiny.tmp), "saved", "tiny", "seed0", "auto_attention", "x")
+    before = {f: os.path.getmtime(os.path.join(run, f)) for f in os.listdir(run)}
+    for extra in ((), ("--resume",)):
+        with pytest.raises(DataError, match=r"other settings \(epochs: 2 there, 3 now"):
+            train(train_args(tiny, "--epochs", "3", "--run_name", "x", *extra))
+    assert {f: os.path.getmtime(os.path.join(run, f)) for f in os.listdir(run)} == before
+    # a rewritten split list is a change too, although its path is the same
+    split = os.path.join(str(tiny.tmp), "train_lst", "tiny", "seed0.json")
+    doc = json.load(open(split))
+    doc["train_info"]["emos"][0] = CLASSES[(CLASSES.index(doc["train_info"]["emos"][0]) + 1) % 3]
+    json.dump(doc, open(split, "w"))
+    with pytest.raises(DataError, match="split_sha1"):
+        train(train_args(tiny, "--epochs", "2", "--run_name", "x", "--resume"))
+    # files of unknown settings (an older version's run) are refused as well
+    legacy = os.path.join(str(tiny.tmp), "saved", "tiny", "seed0", "auto_attention", "legacy")
+    os.makedirs(legacy)
+    open(os.path.join(legacy, "summary.json"), "w").write("{}")
+    with pytest.raises(DataError, match="settings are unknown"):
+        train(train_args(tiny, "--run_name", "legacy", "--resume"))
+
+
+def test_a_rerun_leaves_nothing_of_the_old_run(tiny):
+    s = train(train_args(tiny, "--epochs", "2", "--run_name", "y", "--test"))
+    assert os.path.isfile(os.path.join(s["run_dir"], "test_metrics.json"))
+    s2 = train(train_args(tiny, "--epochs", "2", "--run_name", "y"))  # the same settings again, without --test
+    assert not os.path.exists(os.path.join(s2["run_dir"], "test_metrics.json"))
+    assert not os.path.exists(os.path.join(s2["run_dir"], "test_pred.csv")) and "test_f1" not in s2
+    # --resume on the finished run with --test scores it then, once
+    s3 = train(train_args(tiny, "--epochs", "2", "--run_name", "y", "--resume", "--test"))
+    assert s3["valid_f1"] == s2["valid_f1"] and os.path.isfile(os.path.join(s3["run_dir"], "test_metrics.json"))
+
+
+def test_config_replays_a_run_and_flags_override_it(tiny, capsys):
+    import yaml
+
+    a = train(train_args(tiny, "--epochs", "3", "--model", "moe", "--model_args", "lambda_kl=0.2", "--test"))
+    args_yaml = os.path.join(a["run_dir"], "args.yaml")
+    doc = yaml.safe_load(open(args_yaml))
+    assert doc["config_hash"] == a["config_hash"] and doc["model_args"]["lambda_kl"] == 0.2
+    assert doc["model_args"]["lambda_head"] == 0.3  # model-tune.yaml's value, resolved into the run's config
+    assert doc["versions"]["project"] and doc["identity"]["epochs"] == 3
+    assert train_script.main(["--config", args_yaml, "--save_root", str(tiny.tmp / "replay"), "--quiet"]) == 0
+    replay = json.load(open(glob.glob(str(tiny.tmp / "replay" / "tiny" / "seed0" / "moe" / "*" / "summary.json"))[0]))
+    assert replay["config_hash"] == a["config_hash"] and replay["valid_f1"] == a["valid_f1"]
+    assert replay["best_epoch"] == a["best_epoch"]
+    # a flag after --config wins, and makes another run
+    assert train_script.main(["--config", args_yaml, "--save_root", str(tiny.tmp / "replay"), "--epochs", "2",
+                              "--quiet"]) == 0
+    assert len(glob.glob(str(tiny.tmp / "replay" / "tiny" / "seed0" / "moe" / "*"))) == 2
+    # the checkpoint carries the config and the versions too
+    ckpt = torch.load(os.path.join(a["run_dir"], "best.pth"), map_location="cpu", weights_only=True)
+    assert ckpt["config_hash"] == a["config_hash"] and ckpt["config"]["model_args"]["lambda_kl"] == 0.2
+    assert ckpt["versions"]["torch"]
+    # a user's YAML sits between model-tune.yaml and the flags
+    mine = tiny.tmp / "mine.yaml"
+    mine.write_text("dataset: tiny\nfeat: [tiny-signal]\nepochs: 1\ndropout: 0.25\nmodel_args: {hidden_dim: 16}\n")
+    from engine.config import TrainConfig
+    cfg = TrainConfig.from_argv(["--config", str(mine), "--hidden_dim", "8"]).resolved()
+    assert cfg.feat == ["tiny-signal"] and cfg.epochs == 1
+    assert cfg.model_args["dropout"] == 0.25 and cfg.model_args["hidden_dim"] == 8
+    assert cfg.model_args["seq_layers"] == 2  # model-tune.yaml under both

@@ -13,7 +13,9 @@ Both drivers are plain sequences of files, so each step can be inspected or reru
   per class and source where the truth of the pool is known);
 * stage 2 / the next iteration: a train.py run on that list.
 
-Finished runs are skipped on a rerun (train.py ``--resume`` semantics) and the ACL loop keeps its state in
+Finished runs of the same settings are skipped on a rerun (train.py ``--resume`` semantics; a stage folder
+holding a run of other settings, e.g. after other ``--train_args`` or another pseudo-label list, is refused,
+naming what differs, so an old F1 is never reported for new settings) and the ACL loop keeps its state in
 ``acl_state.json`` after every finished iteration, so an interrupted loop resumes where it stopped.
 """
 
@@ -101,14 +103,17 @@ def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
 
 
 def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
-    """One train.py run (skipped when already complete); returns its summary dict."""
+    """One train.py run (skipped when a finished run of the same settings is there; a run of other settings
+    in its folder is refused, never reported); returns its summary dict. ``train_args``: train.py flags."""
+    from engine.config import TrainConfig
     from toolkit.trainer import train
-    from train import build_parser  # the repo root is on sys.path for every entry script
-    argv = list(train_args) + ["--split", split, "--save_root", save_root, "--run_name", run_name, "--seed",
-                               str(seed), "--device", device, "--resume", "--quiet", "--test"]
+
+    cfg = TrainConfig.from_argv(list(train_args)).replace(
+        split=split, save_root=save_root, run_name=run_name, seed=seed, device=device, resume=True, quiet=True,
+        test=True)
     if model_pretrain:
-        argv += ["--model_pretrain", model_pretrain]
-    return train(build_parser().parse_args(argv))
+        cfg = cfg.replace(model_pretrain=model_pretrain)
+    return train(cfg)
 
 
 def student_probs(run_dirs, names, device="auto"):

@@ -2,7 +2,8 @@
 
 A run folder holds everything needed to inspect or rebuild a run:
 
-* ``args.yaml``: the resolved arguments (command line over model-tune.yaml defaults)
+* ``args.yaml``: the resolved config (engine/config.py: defaults, model-tune.yaml, ``--config``, flags), its
+  hash and identity; ``train.py --config <run>/args.yaml`` replays the run
 * ``metrics.csv``: one row per epoch (train loss, valid loss, accuracy, weighted F1, seconds, samples/s)
 * ``best.pth``: the state dict of the best epoch (by validation weighted F1) and the config that rebuilds it
 * ``last.pth``: model, optimiser and RNG state after the last finished epoch, while the run is unfinished
@@ -15,8 +16,8 @@ dialogues with the data set's ``DialogueIndex`` (dataloader/dialogue.py), traini
 dialogues in a seeded random order, and predictions still come back one row per name, in the list's order.
 """
 
-import datetime
 import json
+import logging
 import os
 import resource
 import time
@@ -31,46 +32,12 @@ from tqdm import tqdm
 import config
 from dataloader import DialogueIndex, MissingFeature, SampleSet, load_features
 from dataloader.dialogue import describe_groups
-from models import create_model, load_model_config, model_class
+from engine.config import check_run_folder, clear_results, versions
+from models import create_model, model_class
 from toolkit.files import DataError, label_indices, read_names_csv, read_split_json
 from toolkit.metrics import emotion_metrics, format_confusion, full_report
 from toolkit.plots import plot_confusion, plot_curves
-from toolkit.utils import count_parameters, get_logger, parse_feat_list, resolve_device, set_seed
-
-# hyperparameters that may come from model-tune.yaml and be overridden on the command line
-MODEL_HPARAMS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
-                 "expert_dropout", "input_noise", "grad_clip", "context", "context_hidden",
-                 "context_level")
-
-
-def resolve_model_config(args):
-    """model-tune.yaml defaults of ``args.model`` overridden by command-line values that were given."""
-    cfg = load_model_config(args.model)
-    for key in MODEL_HPARAMS:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    for item in getattr(args, "model_args", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DataError(f"--model_args takes KEY=VALUE pairs, got '{item}'")
-        cfg[key.strip()] = yaml.safe_load(value)
-    return cfg
-
-
-def run_dir_for(args):
-    if args.run_name:
-        name = args.run_name
-    elif args.save_as_time:
-        name = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
-    else:
-        name = "run"
-    return os.path.join(args.save_root, args.dataset, f"seed{args.seed}", args.model, name)
-
-
-def split_path_for(args):
-    return args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")
-
+from toolkit.utils import count_parameters, get_logger, resolve_device, set_seed
 
 def dialogue_args(batch):
     """The keyword arguments a context model takes from a batch of whole dialogues (none otherwise)."""
@@ -159,101 +126,147 @@ def _peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(args):
-    """Train one run as described by ``args`` (see train.py); returns a summary dict."""
-    args.feat = parse_feat_list(args.feat)
-    if args.dataset not in config.DATASETS and not args.split:
-        raise DataError(f"unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
-                        "register it there or give --split")
-    ds_cfg = config.DATASETS.get(args.dataset, {})
-    args.emo_rule = args.emo_rule or ds_cfg.get("emo_rule", "MER")
-    if args.emo_rule not in config.EMO_RULE:
-        raise DataError(f"unknown --emo_rule '{args.emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
-    class_names = config.EMO_RULE[args.emo_rule]
-    model_class(args.model)  # an unknown model stops here, before a run folder is made for it
-    device = resolve_device(args.device, args.gpu)
+def train(cfg):
+    """Train one run as described by ``cfg`` (an ``engine.config.TrainConfig``); returns its summary dict.
 
-    run_dir = run_dir_for(args)
+    Its steps: resolve the config and decide about the run folder (a folder of other settings is refused), read
+    the split list and the features (bad input stops here, before the folder is touched), then write the
+    config and train, keep the best epoch, summarise and test."""
+    cfg = cfg.resolved()
+    class_names = config.EMO_RULE[cfg.emo_rule]
+    model_class(cfg.model)  # an unknown model stops here, before a run folder is made for it
+    device = resolve_device(cfg.device, cfg.gpu)
+    run_dir = cfg.run_dir()
+    state = check_run_folder(run_dir, cfg)
+    log = get_logger("mer.train")
+    if state == "done":
+        return finished_run(cfg, run_dir, device, log)
+    early = _Held()  # what is logged before the run folder may be touched, for its train.log
+    log.addHandler(early)
+    data = load_data(cfg, class_names, device, log)
     os.makedirs(run_dir, exist_ok=True)
-    log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=args.resume)
-    log.info(f"run folder {run_dir}; device {device}")
-    last_path = os.path.join(run_dir, "last.pth")
-    summary_path = os.path.join(run_dir, "summary.json")
-    if args.resume and not os.path.isfile(last_path) and os.path.isfile(summary_path):
-        log.info(f"--resume: {run_dir} is already complete; nothing to do")
-        with open(summary_path) as f:
-            done = json.load(f)
-        done["run_dir"] = run_dir  # where it is now (the folder may have been moved since)
-        return done
+    if state != "resume":
+        clear_results(run_dir)  # nothing of an earlier run may be read as this one's
+    log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=state == "resume")
+    early.replay(log)
+    log.info(f"run folder {run_dir} ({state}); device {device}; config {cfg.config_hash()[:12]}")
+    log.info(f"split {data.split_path}: {len(data.train)} train, {len(data.valid)} valid; features {cfg.feat} dims "
+             f"{data.train.feat_dims}")
+    write_config(run_dir, cfg)
+    model, optimizer = build_model(cfg, data, device, log)
+    history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log) if state == "resume" \
+        else ([], None, 0)
+    meta = {"feat": cfg.feat, "emo_rule": cfg.emo_rule, "class_names": class_names, "seed": cfg.seed,
+            "dataset": cfg.dataset, "dialogue_csv": list(cfg.dialogue_csv), "config": cfg.to_dict(),
+            "config_hash": cfg.config_hash(), "versions": versions()}
+    best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log)
+    return finish(cfg, run_dir, model, history, best, device, log)
 
-    model_cfg = resolve_model_config(args)
-    for key, value in model_cfg.items():
-        setattr(args, key, value)
-    args.split = split_path_for(args)
-    args_dict = {k: v for k, v in vars(args).items()}
-    with open(os.path.join(run_dir, "args.yaml"), "w") as f:
-        yaml.safe_dump(args_dict, f, sort_keys=True)
 
-    t0 = time.time()
-    split = read_split_json(args.split, class_names)
+class _Held(logging.Handler):
+    """Holds log records until the run's train.log exists, then writes them there."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def replay(self, log):
+        for handler in log.handlers:
+            if isinstance(handler, logging.FileHandler):
+                for record in self.records:
+                    handler.handle(record)
+
+
+class RunData:
+    """The split list of a run and its training and validation sample sets (with their dialogues)."""
+
+    def __init__(self, split_path, split, train, valid):
+        self.split_path, self.split, self.train, self.valid = split_path, split, train, valid
+
+
+def load_data(cfg, class_names, device, log):
+    """Read and check the split list and the features; cut the lists into dialogues for a context model."""
+    split_path = cfg.split_path()
+    split = read_split_json(split_path, class_names)
     cidx = {c: i for i, c in enumerate(class_names)}
     train_info, valid_info = split["train_info"], split["valid_info"]
-    log.info(f"split {args.split}: {len(train_info['names'])} train, {len(valid_info['names'])} valid")
-    stores = load_features(args.feat, num_workers=args.num_workers, logger=log, progress=not args.quiet)
-    max_len = model_cfg.get("max_len")
+    stores = load_features(cfg.feat, num_workers=cfg.num_workers, logger=log, progress=not cfg.quiet)
+    max_len = cfg.model_args.get("max_len")
     train_set = SampleSet(stores, train_info["names"], [cidx[e] for e in train_info["emos"]],
                           weights=train_info.get("weights"), max_len=max_len, device=device,
-                          source=f"train_info of {args.split}", mmap=args.mmap)
+                          source=f"train_info of {split_path}", mmap=cfg.mmap)
     valid_set = SampleSet(stores, valid_info["names"], [cidx[e] for e in valid_info["emos"]],
-                          max_len=max_len, device=device, source=f"valid_info of {args.split}", mmap=args.mmap)
-    log.info(f"data ready in {time.time() - t0:.2f}s: features {args.feat} dims {train_set.feat_dims}")
-
-    set_seed(args.seed)
-    model = create_model(args.model, train_set.feat_dims, train_set.frame_level, len(class_names),
-                         **model_cfg).to(device)
-    dialogue_csv = list(getattr(args, "dialogue_csv", None) or [])
-    if getattr(model, "needs_dialogues", False):
-        index = DialogueIndex.for_dataset(ds_cfg, dialogue_csv).add_split(split, args.split)
+                          max_len=max_len, device=device, source=f"valid_info of {split_path}", mmap=cfg.mmap)
+    if int(cfg.model_args.get("context") or 0) > 0:
+        index = DialogueIndex.for_dataset(config.DATASETS.get(cfg.dataset, {}), list(cfg.dialogue_csv))
+        index.add_split(split, split_path)
         log.info(f"context: dialogue ids of {len(index)} names from {index.sources or 'no table'}")
         attach_dialogues(train_set, index, log, "train")
         attach_dialogues(valid_set, index, log, "valid")
-    if args.feat_norm == "standard":
-        model.input_norm.fit(train_set.feature_stats())
+    return RunData(split_path, split, train_set, valid_set)
+
+
+def write_config(run_dir, cfg):
+    """``args.yaml``: the resolved config, its hash and identity (what ``--config`` replays and what a rerun is
+    compared with), and the versions that ran it."""
+    doc = {**cfg.to_dict(), "config_hash": cfg.config_hash(), "identity": cfg.identity(), "versions": versions()}
+    tmp = os.path.join(run_dir, "args.yaml.tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=True)
+    os.replace(tmp, os.path.join(run_dir, "args.yaml"))
+
+
+def build_model(cfg, data, device, log):
+    """The model (standardised inputs, an initial checkpoint if given) and its optimiser."""
+    set_seed(cfg.seed)
+    n_classes = len(config.EMO_RULE[cfg.emo_rule])
+    model = create_model(cfg.model, data.train.feat_dims, data.train.frame_level, n_classes,
+                         **cfg.model_args).to(device)
+    if cfg.feat_norm == "standard":
+        model.input_norm.fit(data.train.feature_stats())
         log.info("inputs standardised with the training list's per-dimension mean and std")
-    if args.model_pretrain:
-        state = torch.load(args.model_pretrain, map_location="cpu", weights_only=True)
+    if cfg.model_pretrain:
+        state = torch.load(cfg.model_pretrain, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if getattr(model, "needs_dialogues", False) and not any(k.startswith("base.") for k in state):
             model.base.load_state_dict(state)  # an utterance-level run initialises the wrapped model
         else:
             model.load_state_dict(state)
-        log.info(f"initialised from {args.model_pretrain}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.l2)
-    log.info(f"model {args.model}: {count_parameters(model):,} parameters; {model_cfg}")
+        log.info(f"initialised from {cfg.model_pretrain}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.l2)
+    log.info(f"model {cfg.model}: {count_parameters(model):,} parameters; {cfg.model_args}")
+    return model, optimizer
 
-    history, best, start_epoch = [], None, 0
-    if os.path.isfile(summary_path):
-        os.remove(summary_path)  # a rerun replaces the old result; never leave a stale one beside new files
-    if args.resume and os.path.isfile(last_path):
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history, best, start_epoch = state["history"], state["best"], state["epoch"]
-        log.info(f"resumed from {last_path} after epoch {start_epoch}")
 
-    meta = {"feat": args.feat, "emo_rule": args.emo_rule, "class_names": class_names, "seed": args.seed,
-            "dataset": args.dataset, "dialogue_csv": dialogue_csv}
-    for epoch in range(start_epoch, args.epochs):
+def resume_state(run_dir, model, optimizer, device, log):
+    """Model, optimiser and RNG state of the last finished epoch of an unfinished run."""
+    last_path = os.path.join(run_dir, "last.pth")
+    state = torch.load(last_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    log.info(f"resumed from {last_path} after epoch {state['epoch']}")
+    return state["history"], state["best"], state["epoch"]
+
+
+def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log):
+    """The epochs: train, validate, keep the best epoch (validation weighted F1; ties: lower loss), and after
+    each epoch the state a resume needs. Returns the best epoch's row."""
+    class_names = meta["class_names"]
+    last_path = os.path.join(run_dir, "last.pth")
+    for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t_epoch = time.time()
         losses, seen = 0.0, 0
-        order_seed = args.seed * 100003 + epoch
-        batches = train_set.iter_batches(args.batch_size, shuffle=True, seed=order_seed)
-        for batch in tqdm(batches, total=train_set.num_batches(args.batch_size, shuffle=True, seed=order_seed),
-                          desc=f"epoch {epoch + 1}", leave=False, disable=args.quiet):
+        order_seed = cfg.seed * 100003 + epoch
+        batches = data.train.iter_batches(cfg.batch_size, shuffle=True, seed=order_seed)
+        for batch in tqdm(batches, total=data.train.num_batches(cfg.batch_size, shuffle=True, seed=order_seed),
+                          desc=f"epoch {epoch + 1}", leave=False, disable=cfg.quiet):
             out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
             loss = model.loss(out, batch["labels"], batch["weights"])
             optimizer.zero_grad(set_to_none=True)
@@ -266,21 +279,20 @@ def train(args):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.time() - t_epoch
-        probs, weights, valid_loss = predict(model, valid_set, args.batch_size)
-        labels = valid_set.labels.cpu().numpy()
+        probs, weights, valid_loss = predict(model, data.valid, cfg.batch_size)
+        labels = data.valid.labels.cpu().numpy()
         m = emotion_metrics(labels, probs.argmax(1))
         row = {"epoch": epoch + 1, "train_loss": losses / seen, "valid_loss": valid_loss, "valid_acc": m["acc"],
                "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
                "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        # best epoch: highest validation weighted F1; on a tie, the lower validation loss
         improved = best is None or row["valid_f1"] > best["valid_f1"] or (
             row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
         if improved:
             best = dict(row)
             save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
                                                                        "valid_f1": m["f1"]})
-            prediction_frame(valid_set.names, probs, class_names, labels, weights, args.feat).to_csv(
+            prediction_frame(data.valid.names, probs, class_names, labels, weights, cfg.feat).to_csv(
                 os.path.join(run_dir, "valid_pred.csv"), index=False, float_format="%.6f")
         pd.DataFrame(history).to_csv(os.path.join(run_dir, "metrics.csv"), index=False, float_format="%.6f")
         torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -288,44 +300,66 @@ def train(args):
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                    last_path + ".tmp")
         os.replace(last_path + ".tmp", last_path)
-        log.info(f"epoch {epoch + 1}/{args.epochs} train loss {row['train_loss']:.4f} | valid loss "
+        log.info(f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} | valid loss "
                  f"{valid_loss:.4f} acc {m['acc']:.4f} F1 {m['f1']:.4f} | {row['seconds']:.2f}s "
                  f"{row['samples_per_s']:.0f} samples/s{'  *best*' if improved else ''}")
-
     if os.path.isfile(last_path):  # the run is complete: the resume state is no longer needed
         os.remove(last_path)
+    return best
+
+
+def finish(cfg, run_dir, model, history, best, device, log):
+    """Plots, the summary (``summary.json``, written last: its presence marks a finished run), the test."""
     metrics = pd.DataFrame(history)
     plot_curves(metrics, os.path.join(run_dir, "loss.png"), os.path.join(run_dir, "metrics.png"))
-    summary = {"run_dir": run_dir, "best_epoch": int(best["epoch"]), "valid_loss": best["valid_loss"],
-               "valid_acc": best["valid_acc"], "valid_f1": best["valid_f1"],
+    summary = {"run_dir": run_dir, "config_hash": cfg.config_hash(), "best_epoch": int(best["epoch"]),
+               "valid_loss": best["valid_loss"], "valid_acc": best["valid_acc"], "valid_f1": best["valid_f1"],
                "samples_per_s": float(metrics["samples_per_s"].mean()), "parameters": count_parameters(model),
                "peak_memory_mb": _peak_memory_mb(device), "device": str(device)}
     log.info(f"mean train throughput {summary['samples_per_s']:.0f} samples/s on {device}; "
              f"peak memory {summary['peak_memory_mb']:.0f} MB")
-
-    if args.test:
-        summary.update(evaluate_test(args, ds_cfg, run_dir, device, log))
-    with open(summary_path, "w") as f:
+    if cfg.test:
+        summary.update(evaluate_test(cfg, run_dir, device, log))
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     best_line = (f"BEST: epoch:{best['epoch']:.0f}, loss:{best['valid_loss']:.4f}, "
                  f"acc:{best['valid_acc']:.4f}, f-score:{best['valid_f1']:.4f}")
     log.info(best_line)
+    print(f"RUN: {run_dir}", flush=True)
     print(best_line, flush=True)
     return summary
 
 
-def evaluate_test(args, ds_cfg, run_dir, device, log):
+def finished_run(cfg, run_dir, device, log):
+    """The summary of a finished run of this config (``--resume``); scored on the test list first if asked
+    for and not yet done."""
+    log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=True)
+    log.info(f"--resume: {run_dir} is already complete (a finished run of these settings); nothing to train")
+    summary_path = os.path.join(run_dir, "summary.json")
+    with open(summary_path) as f:
+        done = json.load(f)
+    done["run_dir"] = run_dir  # where it is now (the folder may have been moved since)
+    print(f"RUN: {run_dir}", flush=True)
+    if cfg.test and "test_f1" not in done:
+        done.update(evaluate_test(cfg, run_dir, device, log))
+        with open(summary_path, "w") as f:
+            json.dump(done, f, indent=1)
+    return done
+
+
+def evaluate_test(cfg, run_dir, device, log):
     """Score the best checkpoint on the data set's test list (labels used for scoring only): writes
     ``test_pred.csv`` (+ its confusion matrix) and, with labels, ``test_metrics.json``."""
-    test_csv = args.test_csv or ds_cfg.get("test_csv")
-    label_csv = args.test_label_csv or ds_cfg.get("test_label_csv")
+    ds_cfg = config.DATASETS.get(cfg.dataset, {})
+    test_csv = cfg.test_csv or ds_cfg.get("test_csv")
+    label_csv = cfg.test_label_csv or ds_cfg.get("test_label_csv")
     if not test_csv:
-        raise DataError(f"--test needs a test list: data set '{args.dataset}' has no test_csv; give --test_csv")
+        raise DataError(f"--test needs a test list: data set '{cfg.dataset}' has no test_csv; give --test_csv")
     if not (label_csv and os.path.isfile(label_csv)):
         label_csv = None
     res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
-                       batch_size=args.batch_size, num_workers=args.num_workers, log=log,
-                       dialogue_csv=getattr(args, "dialogue_csv", None))
+                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log,
+                       dialogue_csv=list(cfg.dialogue_csv))
     if label_csv is None:
         return {}
     out = {"test_acc": res["acc"], "test_f1": res["f1"]}

@@ -1,0 +1,1 @@
+"""Training: one configuration (``engine.config``), the training loop, prediction and checkpoints."""

@@ -1,0 +1,367 @@
+"""One training configuration: the single source of train.py's defaults, and the identity of a run.
+
+A run's settings come in layers, each overriding the one before:
+
+1. the defaults of :class:`TrainConfig` (the values train.py has always used);
+2. ``models/model-tune.yaml``: the model's hyperparameters;
+3. a user's YAML, ``--config my.yaml`` (a run's own ``args.yaml`` replays that run);
+4. the command-line flags that were given.
+
+:meth:`TrainConfig.resolved` fills in what depends on the data set (label set, split list) and the model
+(its hyperparameters); the resolved config is written to the run's ``args.yaml`` and stored in ``best.pth``.
+
+Its *identity* (:meth:`TrainConfig.identity`) is what decides the result: data, features, model and its
+hyperparameters, optimisation, and the content (SHA-1) of the split list, the initial checkpoint and the
+dialogue tables, so that a file rewritten in place counts as a change. Where a run is written, on which
+device, with how many reader threads, and whether it is tested are not part of it. The identity's hash names
+a run folder by default (``<model>-<hash>``, the seed left out so that the seeds of one setting share a name
+across ``seed<k>`` folders) and guards it: a run folder never holds, resumes or reports a run of other
+settings (:func:`check_run_folder`).
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+import config
+from toolkit.files import DataError
+
+DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
+# model hyperparameters with a flag of their own (any other: --model_args KEY=VALUE)
+MODEL_FLAGS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "seq_dim", "max_len",
+               "expert_dropout", "input_noise", "grad_clip", "context", "context_hidden", "context_level")
+# what decides a run's result (the rest says where and how it runs)
+IDENTITY_FIELDS = ("dataset", "seed", "emo_rule", "feat", "feat_norm", "model", "model_args", "lr", "l2",
+                   "batch_size", "epochs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a train.py run needs. ``model_args`` holds model hyperparameters: before
+    :meth:`resolved`, only those set by the user; after, model-tune.yaml's with them on top."""
+
+    # data
+    dataset: str = "demo"
+    seed: int = 0
+    split: str = None  # None: train_lst/<dataset>/seed<seed>.json
+    emo_rule: str = None  # None: the data set's
+    feat: list = field(default_factory=lambda: list(DEFAULT_FEATS))
+    feat_norm: str = "standard"
+    dialogue_csv: list = field(default_factory=list)
+    # model
+    model: str = "auto_attention"
+    model_args: dict = field(default_factory=dict)
+    model_pretrain: str = None
+    # optimisation
+    lr: float = 1e-4
+    l2: float = 1e-5
+    batch_size: int = 64
+    epochs: int = 40
+    # where and how (not part of the identity)
+    save_root: str = "./saved"
+    run_name: str = None
+    save_as_time: bool = False
+    resume: bool = False
+    test: bool = False
+    test_csv: str = None
+    test_label_csv: str = None
+    device: str = "auto"
+    gpu: int = 0
+    num_workers: int = 4
+    mmap: bool = False
+    quiet: bool = False
+
+    # --------------------------------------------------------------------------------------- building
+    def replace(self, **changes):
+        """A copy with ``changes``; model hyperparameters may be given by name (``dropout=0.5``)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        model_args = dict(self.model_args)
+        model_args.update(changes.pop("model_args", None) or {})
+        for key in [k for k in changes if k not in names]:
+            model_args[key] = changes.pop(key)
+        if "feat" in changes:
+            changes["feat"] = parse_feat_list(changes["feat"])
+        return dataclasses.replace(self, model_args=model_args, **changes)
+
+    @classmethod
+    def from_dict(cls, doc, base=None, source="the config"):
+        """``base`` (default: the defaults) with the keys of ``doc`` on top. Unknown keys are model
+        hyperparameters (an args.yaml of an older version holds them flat); bookkeeping keys are skipped."""
+        doc = {k: v for k, v in (doc or {}).items() if k not in BOOKKEEPING}
+        if isinstance(doc.get("model_args"), list):  # --model_args KEY=VALUE strings (older args.yaml)
+            doc["model_args"] = parse_model_args(doc["model_args"])
+        if doc.get("model_args") is not None and not isinstance(doc["model_args"], dict):
+            raise DataError(f"{source}: model_args must be a mapping of hyperparameters, got {doc['model_args']!r}")
+        return (base or cls()).replace(**doc)
+
+    @classmethod
+    def from_yaml(cls, path, base=None):
+        if not os.path.isfile(path):
+            raise DataError(f"--config '{path}' does not exist")
+        with open(path) as f:
+            try:
+                doc = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise DataError(f"--config '{path}' is not valid YAML: {e}") from None
+        if not isinstance(doc, dict):
+            raise DataError(f"--config '{path}' must hold a mapping of settings, not {type(doc).__name__}")
+        return cls.from_dict(doc, base, source=f"--config '{path}'")
+
+    @classmethod
+    def from_argv(cls, argv, base=None):
+        """train.py's command line (old flags included) over ``base``, or over ``--config`` when given."""
+        args = build_parser().parse_args(argv)
+        return from_namespace(args, base)
+
+    # --------------------------------------------------------------------------------------- resolving
+    def split_path(self):
+        return self.split or os.path.join(config.PATH_TO_TRAIN_LST, self.dataset, f"seed{self.seed}.json")
+
+    def resolved(self):
+        """The label set, split list and model hyperparameters filled in (model-tune.yaml under the user's)."""
+        from models import load_model_config
+
+        if self.dataset not in config.DATASETS and not self.split:
+            raise DataError(f"unknown --dataset '{self.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
+                            "register it there or give --split")
+        emo_rule = self.emo_rule or config.DATASETS.get(self.dataset, {}).get("emo_rule")
+        if emo_rule is None:
+            raise DataError(f"data set '{self.dataset}' names no label set: give --emo_rule (config.EMO_RULE: "
+                            f"{', '.join(config.EMO_RULE)}) or set emo_rule in its config.DATASETS entry")
+        if emo_rule not in config.EMO_RULE:
+            raise DataError(f"unknown --emo_rule '{emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
+        return dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
+                                   model_args={**load_model_config(self.model), **self.model_args})
+
+    # --------------------------------------------------------------------------------------- identity
+    def identity(self):
+        """What decides the result (call on a resolved config): the identity fields, and the content of the
+        split list, the initial checkpoint and the dialogue tables."""
+        out = {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        out["feat"] = list(self.feat)
+        out["split_sha1"] = file_sha1(self.split_path(), "split list")
+        out["model_pretrain_sha1"] = file_sha1(self.model_pretrain, "--model_pretrain") if self.model_pretrain else None
+        out["dialogue_csv_sha1"] = [file_sha1(p, "--dialogue_csv") for p in self.dialogue_csv]
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+    def config_hash(self):
+        return _hash(self.identity())
+
+    def default_run_name(self):
+        """``<model>-<hash of the identity without the seed>``: the seeds of one setting share the name, each in
+        its ``seed<k>`` folder; an explicit split list counts by its path (a default one follows the seed)."""
+        ident = {k: v for k, v in self.identity().items() if k not in ("seed", "split_sha1")}
+        ident["split"] = self.split
+        return f"{self.model}-{_hash(ident)[:8]}"
+
+    def run_dir(self):
+        if self.run_name:
+            name = self.run_name
+        elif self.save_as_time:
+            import datetime
+
+            name = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+        else:
+            name = self.default_run_name()
+        return os.path.join(self.save_root, self.dataset, f"seed{self.seed}", self.model, name)
+
+    def to_dict(self):
+        """The config as plain data, for ``args.yaml`` and checkpoints (the split list by its path)."""
+        out = dataclasses.asdict(self)
+        out["split"] = self.split_path()
+        return out
+
+
+BOOKKEEPING = ("config_hash", "identity", "versions", "list_models", "config", "save_model")
+
+
+def _hash(doc):
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha1(path, what):
+    if not os.path.isfile(path):
+        raise DataError(f"{what} '{path}' does not exist" + (
+            "; build it with `python preprocess/build_splits.py --dataset <name>`" if what == "split list" else ""))
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_feat_list(text):
+    from toolkit.utils import parse_feat_list as parse
+
+    return parse(text)
+
+
+def parse_model_args(items):
+    """``["lambda_kl=0.2", "rank=8"]`` -> ``{"lambda_kl": 0.2, "rank": 8}`` (values read as YAML)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--model_args takes KEY=VALUE pairs, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def versions():
+    import importlib.metadata as md
+
+    import toolkit
+
+    out = {"project": toolkit.__version__}
+    try:
+        out["torch"] = md.version("torch")
+    except md.PackageNotFoundError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------------------------------- run folders
+RESULT_FILES = ("summary.json", "best.pth", "last.pth", "metrics.csv", "valid_pred.csv", "test_pred.csv",
+                "test_pred_confusion.png", "test_metrics.json", "loss.png", "metrics.png", "args.yaml", "train.log")
+
+
+def read_run_config(run_dir):
+    """The ``args.yaml`` of a run folder as a dict, or None when there is none."""
+    path = os.path.join(run_dir, "args.yaml")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return yaml.safe_load(f) or {}
+        except yaml.YAMLError:
+            return {}
+
+
+def check_run_folder(run_dir, cfg):
+    """What to do with ``run_dir`` for the resolved ``cfg``: ``"new"`` (nothing there), ``"done"`` (a finished
+    run of this config), ``"resume"`` (an unfinished one, with ``cfg.resume``) or ``"restart"`` (this config,
+    but train again). A folder holding a run of other settings, or of unknown settings (no config hash), is
+    refused with the differing settings named, before anything is written."""
+    old = read_run_config(run_dir)
+    if old is None:
+        return "new" if not any(os.path.exists(os.path.join(run_dir, f)) for f in RESULT_FILES) else _unknown(run_dir)
+    if not old.get("config_hash"):
+        _unknown(run_dir)
+    new_hash = cfg.config_hash()
+    if old["config_hash"] != new_hash:
+        diff = _diff(old.get("identity") or {}, cfg.identity())
+        raise DataError(f"run folder '{run_dir}' holds a run of other settings ({diff}); it is neither resumed nor "
+                        "replaced: give another --run_name, or leave --run_name out (runs are then named by their "
+                        "settings), or delete the folder")
+    finished = os.path.isfile(os.path.join(run_dir, "summary.json")) and \
+        not os.path.isfile(os.path.join(run_dir, "last.pth"))
+    if cfg.resume:
+        return "done" if finished else ("resume" if os.path.isfile(os.path.join(run_dir, "last.pth")) else "restart")
+    return "restart"
+
+
+def _unknown(run_dir):
+    raise DataError(f"run folder '{run_dir}' holds files of a run whose settings are unknown (no config hash in its "
+                    "args.yaml: an older version, or not a train.py run); it is neither resumed nor replaced: give "
+                    "another --run_name or delete the folder")
+
+
+def _diff(old, new):
+    keys = sorted(set(old) | set(new))
+    parts = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(parts) if parts else "settings differ"
+
+
+def clear_results(run_dir):
+    """Remove every result file of an earlier run, so that none can be read as the new run's."""
+    for name in RESULT_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+# ------------------------------------------------------------------------------------------- command line
+def build_parser():
+    """train.py's flags (MRAC25's, plus the project's). Every default is None here: a flag counts only when
+    it is given, over ``--config`` and the :class:`TrainConfig` defaults (shown in the help)."""
+    from models.context import CONTEXT_LEVELS
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(add_help=True, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--config", default=None, help="a YAML of settings (e.g. a run's args.yaml, to replay it); flags given on "
+                                       "the command line override it")
+    add("--seed", type=int, help=f"seed of the split list, initialisation and batch order (default {d.seed})")
+    add("--dataset", help=f"data set name in config.DATASETS (default {d.dataset}); split: "
+                          "train_lst/<dataset>/seed<seed>.json")
+    add("--split", help="explicit split list JSON (overrides the one from --dataset/--seed)")
+    add("--emo_rule", help="label set in config.EMO_RULE (default: the data set's)")
+    add("--save_root", help=f"root of run folders (default {d.save_root})")
+    add("--save_as_time", action="store_true", default=None, help="name the run folder by the time")
+    add("--run_name", help="name the run folder (default: <model>-<hash of its settings>)")
+    add("--save_model", action="store_true", default=None,
+        help="kept for MRAC25 compatibility: best.pth is always written, test.py needs it")
+    add("--resume", action="store_true", default=None,
+        help="continue an unfinished run from its last.pth, or skip a finished one (same settings only)")
+    add("--model", help=f"registered model (models/), see --list_models (default {d.model})")
+    add("--model_pretrain", help="checkpoint to initialise the model from (e.g. stage 1)")
+    add("--feat", help="features, as \"['a','b']\" or a,b; each registered in config.py (default "
+                       f"{','.join(d.feat)})")
+    add("--lr", type=float, help=f"learning rate (default {d.lr:g})")
+    add("--l2", type=float, help=f"weight decay (default {d.l2:g})")
+    add("--batch_size", type=int, help=f"default {d.batch_size}")
+    add("--num_workers", type=int, help=f"threads reading feature files into the packed cache (default {d.num_workers})")
+    add("--epochs", type=int, help=f"default {d.epochs}")
+    add("--gpu", type=int, help="CUDA device index (default 0)")
+    add("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    add("--feat_norm", choices=["standard", "none"],
+        help="z-score each feature with the training list's statistics (stored in the checkpoint; default standard)")
+    add("--mmap", action="store_true", default=None,
+        help="read batches from the memory-mapped packs instead of copying the split into memory")
+    add("--test", action="store_true", default=None, help="score the best checkpoint on the data set's test list")
+    add("--test_csv", help="test name list (default: the data set's)")
+    add("--test_label_csv", help="test labels, for scoring only (default: the data set's)")
+    add("--quiet", action="store_true", default=None, help="no progress bars")
+    add("--list_models", action="store_true", help="print the registered models and exit")
+    g = p.add_argument_group("model hyperparameters (default: models/model-tune.yaml)")
+    g.add_argument("--hidden_dim", type=int)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--att_norm", choices=["softmax", "none"])
+    g.add_argument("--seq_layers", type=int)
+    g.add_argument("--seq_heads", type=int)
+    g.add_argument("--seq_dim", type=int, help="width inside a frame-level sequence encoder")
+    g.add_argument("--max_len", type=int, help="frames kept per frame-level sequence")
+    g.add_argument("--expert_dropout", type=float, help="drop whole experts while training")
+    g.add_argument("--input_noise", type=float, help="Gaussian noise on standardised inputs")
+    g.add_argument("--grad_clip", type=float)
+    g.add_argument("--context", type=int, metavar="K",
+                   help="conversation context: 0 off (default); K > 0 adds a context layer over whole dialogues "
+                        "(a convolution over 2K+1 neighbouring utterances, then a bidirectional GRU) on top of the "
+                        "model's fused state (see --context_level)")
+    g.add_argument("--context_hidden", type=int, help="width of the fused-level context layer (default 128)")
+    g.add_argument("--context_level", choices=CONTEXT_LEVELS,
+                   help="where the context layer sits: on the fused state (default), on each expert's state before "
+                        "fusion (MiSTER-E, bc-LSTM's first level), or both (bc-LSTM's hierarchy)")
+    add("--dialogue_csv", nargs="*", metavar="CSV",
+        help="with --context: CSVs with name, the dialogue column (the data set's group_col, else 'dialogue') and "
+             "order, read after the data set's label tables; names without a dialogue id stand alone")
+    g.add_argument("--model_args", nargs="*", metavar="KEY=VALUE",
+                   help="any other model hyperparameter, e.g. --model_args lambda_kl=0.2 lambda_con=0")
+    return p
+
+
+def from_namespace(args, base=None):
+    """A parsed command line over ``base`` (or over ``--config``): the flags that were given win."""
+    cfg = base or TrainConfig()
+    if getattr(args, "config", None):
+        cfg = TrainConfig.from_yaml(args.config, cfg)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if v is not None and k in names and k != "model_args"}
+    model_args = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
+    model_args.update(parse_model_args(getattr(args, "model_args", None)))
+    return cfg.replace(**given, model_args=model_args)
