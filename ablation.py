@@ -27,9 +27,9 @@ import pandas as pd  # noqa: E402
 
 import eval_avg_performance as eap  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from toolkit.files import DataError  # noqa: E402
-from toolkit.trainer import train  # noqa: E402
-from toolkit.utils import error_line, parse_feat_list  # noqa: E402
+from common.errors import DataError  # noqa: E402
+from engine.trainer import train  # noqa: E402
+from common.utils import error_line, parse_feat_list  # noqa: E402
 
 
 def experiments(feats, parts):

@@ -12,8 +12,8 @@ folder -> its ``valid_pred.csv``), with the ``label`` column train.py writes: me
 they give the validation column of the table and the rule report. The test labels (``--labels``, else a
 ``label`` column of the test CSVs) are used for scoring only.
 
-Voting (toolkit/ensemble.py): ``majority`` (votes; ties by mean probability), ``soft`` (mean probability),
-``weighted`` (weighted mean; weights from ``--weights`` or fitted on validation). Rules (toolkit/rerank.py,
+Voting (ensembling/voting.py): ``majority`` (votes; ties by mean probability), ``soft`` (mean probability),
+``weighted`` (weighted mean; weights from ``--weights`` or fitted on validation). Rules (ensembling/rerank.py,
 example ``rerank_rules.yaml``): ``demote``, ``bias``, ``teacher``, applied in order.
 
 Prints a table of each member's and the ensemble's validation and test weighted F1 and accuracy, the rule
@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 
 import config
-from toolkit.ensemble import MODES, fit_weights, match_emo_rule, prob_classes, read_members, vote
-from toolkit.files import DataError, read_label_csv, read_names_csv
-from toolkit.metrics import emotion_metrics
-from toolkit.rerank import Validation, load_rules, rerank, teacher_answers
-from toolkit.submission import write_submission
-from toolkit.utils import get_logger
+from ensembling.voting import MODES, fit_weights, match_emo_rule, prob_classes, read_members, vote
+from dataloader.files import DataError, read_label_csv, read_names_csv
+from engine.metrics import emotion_metrics
+from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
+from ensembling.submission import write_submission
+from common.utils import get_logger
 
 
 def build_parser():

@@ -5,7 +5,7 @@
     python pseudo_label.py --dataset demo --strategy acl --runs RUN --teachers T1.jsonl T2.jsonl --iteration 2
     python pseudo_label.py --dataset demo --strategy teacher --teachers T.jsonl --min_conf 4
 
-Strategies (toolkit/pseudo.py): none | teacher (T-PL) | student (S-PL, class-balanced) | consensus (MRAC25:
+Strategies (pseudo/strategies.py): none | teacher (T-PL) | student (S-PL, class-balanced) | consensus (MRAC25:
 model and teacher agree) | acl (ACL-MER refinement). Writes (default ``train_lst/<dataset>/pseudo_<strategy>_
 seed<seed>.json``) the split list: the labelled training list plus the pseudo-labelled samples with their
 ``weights``, ``sources`` and ``confidences``; the validation list unchanged. Beside it: the chosen samples
@@ -18,10 +18,10 @@ import os
 import sys
 
 import config
-from toolkit import pseudo
-from toolkit.files import DataError, read_names_csv, read_split_json
-from toolkit.semi import (forbidden_names, read_truth, student_probs, teacher_matrix, write_pseudo_split)
-from toolkit.utils import get_logger
+from pseudo import strategies as pseudo
+from dataloader.files import DataError, read_names_csv, read_split_json
+from pseudo.drivers import (forbidden_names, read_truth, student_probs, teacher_matrix, write_pseudo_split)
+from common.utils import get_logger
 
 
 def build_parser():

@@ -21,8 +21,8 @@ import sys
 
 import config
 from pseudo_label import build_parser as pl_parser, strategy_kwargs
-from toolkit.files import DataError, read_names_csv
-from toolkit.semi import acl_loop, two_stage
+from dataloader.files import DataError, read_names_csv
+from pseudo.drivers import acl_loop, two_stage
 
 
 def build_parser():

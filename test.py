@@ -25,9 +25,9 @@ import sys
 
 import yaml
 
-from toolkit.files import DataError, read_split_json
-from toolkit.trainer import evaluate_run
-from toolkit.utils import error_line
+from dataloader.files import DataError, read_split_json
+from engine.trainer import evaluate_run
+from common.utils import error_line
 
 
 def run_id(run_dir):

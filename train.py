@@ -8,16 +8,16 @@
     python train.py --config saved/demo/seed0/auto_attention/<run>/args.yaml --save_root saved/replay
 
 Settings: engine/config.py (defaults, models/model-tune.yaml, --config, flags). Writes a run folder under
---save_root, named by its settings unless --run_name says otherwise (see toolkit/trainer.py), and ends with
+--save_root, named by its settings unless --run_name says otherwise (see engine/trainer.py), and ends with
 ``RUN: <folder>`` and ``BEST: epoch:<e>, loss:<l>, acc:<a>, f-score:<f>`` (validation, best epoch by weighted F1).
 """
 
 import sys
 
 from engine.config import build_parser, from_namespace
-from toolkit.files import DataError
-from toolkit.trainer import train
-from toolkit.utils import error_line
+from common.errors import DataError
+from engine.trainer import train
+from common.utils import error_line
 
 
 def main(argv=None):

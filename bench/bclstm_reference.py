@@ -37,8 +37,9 @@ import _paths  # noqa: F401
 import config
 from dataloader import DialogueIndex, load_features
 from models.base import weighted_mean
-from toolkit.files import label_indices, read_names_csv, read_label_csv
-from toolkit.utils import load_script, resolve_device, set_seed
+from dataloader.files import label_indices, read_names_csv, read_label_csv
+from common.utils import resolve_device, set_seed
+from corpora.mosi import convert as convert_mosi
 
 FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
 
@@ -176,7 +177,7 @@ def main(argv=None):
         p.error(f"unknown data set '{args.dataset}'; known: {', '.join(sorted(config.DATASETS))}")
     ds = config.DATASETS[args.dataset]
     if args.dataset == "mosi" and not os.path.isfile(ds["label_csv"]):
-        load_script("preprocess/mosi_bclstm.py").convert(args.src, os.path.dirname(ds["label_csv"]))
+        convert_mosi(args.src, os.path.dirname(ds["label_csv"]))
     device = resolve_device(args.device)
     feats = [f.strip() for f in args.feat.split(",") if f.strip()]
     start = time.time()

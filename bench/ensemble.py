@@ -28,14 +28,14 @@ import pandas as pd
 import _paths  # noqa: F401
 import config
 from engine.config import TrainConfig
-from toolkit.ensemble import fit_weights, read_members, vote
-from toolkit.files import read_label_csv
-from toolkit.metrics import emotion_metrics
-from toolkit.rerank import Validation, load_rules, rerank, teacher_answers
-from toolkit.trainer import train
-from toolkit.utils import get_logger, load_script
+from ensembling.voting import fit_weights, read_members, vote
+from dataloader.files import read_label_csv
+from engine.metrics import emotion_metrics
+from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
+from engine.trainer import train
+from common.utils import get_logger
+from dataloader import splits as build_splits
 
-build_splits = load_script("preprocess/build_splits.py")
 
 FEATS = ("demo-clip-vit-base-UTT,demo-videomae-large-UTT,demo-hubert-large-UTT,demo-wav2vec2-base-UTT,"
          "demo-roberta-large-UTT,demo-bert-base-UTT,demo-vlm-scores")

@@ -213,7 +213,7 @@ def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from toolkit.utils import resolve_device
+    from common.utils import resolve_device
 
     device = resolve_device(args.device)
 

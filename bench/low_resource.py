@@ -33,9 +33,9 @@ from sklearn.model_selection import train_test_split
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import read_split_json, write_split_json
-from toolkit.semi import acl_loop, two_stage
-from toolkit.utils import get_logger
+from dataloader.files import read_split_json, write_split_json
+from pseudo.drivers import acl_loop, two_stage
+from common.utils import get_logger
 
 # Per data set: features, teacher files (relative to the data set's teacher_dir), train.py flags.
 PRESETS = {

@@ -25,10 +25,9 @@ import _paths  # noqa: F401
 import config
 from engine.config import TrainConfig
 from models.context import CONTEXT_LEVELS, context_run_name
-from toolkit.trainer import train
-from toolkit.utils import load_script
+from engine.trainer import train
+from corpora import meld
 
-meld = load_script("preprocess/meld.py")
 
 FEATS = ["meld-minilm-UTT", "meld-tfidf-UTT"]
 

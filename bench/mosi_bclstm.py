@@ -7,7 +7,7 @@
 Converts the release with preprocess/mosi_bclstm.py (once), builds video-disjoint validation splits
 (preprocess/build_splits.py), and per seed trains one run for each weight decay of ``--l2`` (best epoch by
 validation weighted F1). Of those it keeps the most regularised whose validation accuracy is within one
-standard error of the best (the one-standard-error rule, toolkit/selection.py), scores it on the official
+standard error of the best (the one-standard-error rule, engine/selection.py), scores it on the official
 test split, and prints as its last line ``mosi test accuracy: <mean> +- <std>``. ``--l2 1e-5`` trains the
 single setting of the earlier tables. ``--context [K]`` adds the context layer (models/context.py) over the
 utterances of each video (train.py ``--context K``; K = 3 when the flag has no value). Published reference
@@ -32,13 +32,12 @@ import _paths  # noqa: F401
 import config
 from engine.config import TrainConfig
 from models.context import CONTEXT_LEVELS, context_run_name
-from toolkit.files import read_split_json
-from toolkit.selection import one_standard_error
-from toolkit.trainer import train
-from toolkit.utils import load_script
+from dataloader.files import read_split_json
+from engine.selection import one_standard_error
+from engine.trainer import train
+from corpora import mosi as mosi_bclstm
+from dataloader import splits as build_splits
 
-build_splits = load_script("preprocess/build_splits.py")
-mosi_bclstm = load_script("preprocess/mosi_bclstm.py")
 
 FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
 
@@ -56,7 +55,7 @@ def main(argv=None):
     p.add_argument("--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1",
                    help="weight decay; a comma list (the default) trains each value per seed and keeps, per seed, "
                         "the most regularised one within one standard error of the best validation accuracy "
-                        "(toolkit/selection.py); one value trains only that")
+                        "(engine/selection.py); one value trains only that")
     p.add_argument("--context", type=int, nargs="?", const=3, default=0, metavar="K",
                    help="conversation context over each video's utterances: K neighbours on each side (flag alone: 3)")
     p.add_argument("--context_hidden", type=int, default=128, help="width of the fused-level context layer")

@@ -13,7 +13,7 @@ then hold whole dialogues, their utterances flat as in the utterance mode, plus 
 import numpy as np
 import torch
 
-from toolkit.files import DataError
+from common.errors import DataError
 
 
 class SampleSet:

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from toolkit.files import DataError, _preview
+from dataloader.files import DataError, _preview
 
 ORDER_COL = "order"
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 import config
-from toolkit.files import DataError, _preview
+from dataloader.files import DataError, _preview
 
 CACHE_VERSION = 1
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import yaml
 
 import config
-from toolkit.files import DataError
+from common.errors import DataError
 
 DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
 # model hyperparameters with a flag of their own (any other: --model_args KEY=VALUE)
@@ -196,7 +196,7 @@ def file_sha1(path, what):
 
 
 def parse_feat_list(text):
-    from toolkit.utils import parse_feat_list as parse
+    from common.utils import parse_feat_list as parse
 
     return parse(text)
 
@@ -215,9 +215,9 @@ def parse_model_args(items):
 def versions():
     import importlib.metadata as md
 
-    import toolkit
+    import common
 
-    out = {"project": toolkit.__version__}
+    out = {"project": common.__version__}
     try:
         out["torch"] = md.version("torch")
     except md.PackageNotFoundError:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.files import DataError
+from common.errors import DataError
 
 AUDIO_SSL_TYPES = {"hubert", "wav2vec2", "wav2vec2-conformer", "wavlm", "data2vec-audio", "unispeech",
                    "unispeech-sat", "sew", "sew-d"}
@@ -69,7 +69,7 @@ class ModelRef:
         self.trust_remote_code = bool(trust_remote_code)
         self.revision = revision
         if self.spec.startswith(("package:", "pip:")):
-            from toolkit.text_encoders import resolve_package_model
+            from extraction.text_encoders import resolve_package_model
             import importlib.metadata as md
 
             dist = self.spec.split(":", 1)[1]
@@ -677,7 +677,7 @@ def load_encoder(model, modality, device, dtype="auto", layers="default", token_
     if _is_sentence_transformers(folder) and layers == "default":  # with --layers: its transformer's hidden states
         if modality != "text":
             raise DataError(f"--model '{model}' is a sentence-transformers (text) model, not a {modality} model")
-        from toolkit.text_encoders import _import_sentence_transformers
+        from extraction.text_encoders import _import_sentence_transformers
 
         st = _import_sentence_transformers(model)(folder, device=str(device))
         enc = SentenceTransformerTextEncoder(ref, st.eval(), device)

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from extraction.media import MediaError
-from toolkit.text_encoders import OptionalDependencyError
+from common.errors import OptionalDependencyError
 
 OPENCV_PIP = 'pip install "opencv-python-headless>=4.8,<5"'
 CASCADE = "haarcascade_frontalface_default.xml"

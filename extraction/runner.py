@@ -29,7 +29,7 @@ from extraction import writer
 from extraction.media import MediaError
 from extraction.sharding import Shard
 from extraction.sources import FrameRule, Sources, dataset_names
-from toolkit.files import DataError, read_names_csv
+from dataloader.files import DataError, read_names_csv
 
 LEVELS = ("UTT", "FRM")
 SAVE_DTYPES = ("float16", "float32")
@@ -83,15 +83,8 @@ def default_feature_name(short_name, level, modality, subtitle_col=None, frame_s
 
 
 def config_line(modality, feature_name, folder, dim):
-    """The line to paste into config.py (relative to FEATURE_ROOT where the folder lies under it)."""
-    folder = os.path.abspath(folder)
-    root = os.path.abspath(config.FEATURE_ROOT)
-    if folder.startswith(root + os.sep):
-        parts = ", ".join(repr(p) for p in os.path.relpath(folder, root).split(os.sep))
-        where = f"os.path.join(FEATURE_ROOT, {parts})"
-    else:
-        where = repr(folder)
-    return f'{CONFIG_DICT[modality]}["{feature_name}"] = [{dim}, {where}]'.replace("'", '"')
+    """The line to paste into config.py (``_feat(...)`` where the folder lies under FEATURE_ROOT)."""
+    return f'{CONFIG_DICT[modality]}["{feature_name}"] = [{dim}, {writer.registry_root(folder)}]'
 
 
 def registered_as(folder):
@@ -409,7 +402,7 @@ def close_folder(out, rows, names, encoder, world, seconds):
 
 def run(args, logger):
     """Extract one feature for the names of ``args``; returns the exit status (0 done, 1 some clips failed)."""
-    from toolkit.utils import resolve_device
+    from common.utils import resolve_device
 
     shard = Shard()
     t_start = time.time()

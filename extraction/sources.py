@@ -21,8 +21,7 @@ import os
 import config
 from extraction import media
 from extraction.media import MediaError
-from toolkit.files import DataError, read_names_csv
-from toolkit.teacher_client import SUBTITLE_COLUMNS, index_files, read_subtitles
+from dataloader.files import SUBTITLE_COLUMNS, DataError, index_files, read_names_csv, read_subtitles
 
 
 class FrameRule:

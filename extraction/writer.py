@@ -26,7 +26,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from toolkit.files import DataError
+import config
+
+from common.errors import DataError
 
 MANIFEST = "extract_manifest.json"
 REPORT = "extract_report.csv"
@@ -85,9 +87,9 @@ def versions():
     """Project, git commit (when run from a checkout) and library versions, for the manifest."""
     import importlib.metadata as md
 
-    import toolkit
+    import common
 
-    out = {"project": toolkit.__version__, "python": platform.python_version()}
+    out = {"project": common.__version__, "python": platform.python_version()}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -156,3 +158,31 @@ def write_report(folder, rows):
     report.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return report
+
+
+def write_features(out, feature, names, matrix, info=None):
+    """Write ``<out>/<feature>/<name>.npy`` (one float32 row per name, each written atomically) and ``info.json``;
+    return the folder. For features computed as one matrix (teacher scores and descriptions, transcripts)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(names):
+        raise ValueError(f"feature '{feature}': {len(names)} names but a matrix of shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise DataError(f"feature '{feature}' has NaN/Inf values; nothing written")
+    folder = os.path.join(out, feature)
+    os.makedirs(folder, exist_ok=True)
+    for name, row in zip(names, matrix):
+        save_npy(os.path.join(folder, f"{name}.npy"), row)
+    doc = {"feature": feature, "dim": int(matrix.shape[1]), "n_samples": len(names)}
+    doc.update(info or {})
+    with open(os.path.join(folder, "info.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    return folder
+
+
+def registry_root(folder):
+    """How config.py spells a feature folder: ``_feat("demo", "x")`` under FEATURE_ROOT, else the path."""
+    folder, base = os.path.abspath(folder), os.path.abspath(config.FEATURE_ROOT)
+    rel = os.path.relpath(folder, base)
+    if rel.startswith(os.pardir) or os.path.isabs(rel):
+        return repr(folder)
+    return "_feat(" + ", ".join(repr(x) for x in rel.split(os.sep)).replace("'", '"') + ")"

@@ -19,7 +19,7 @@ import numpy as np
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import DataError, read_names_csv
+from dataloader.files import DataError, read_names_csv
 
 
 def npy_shape(path):

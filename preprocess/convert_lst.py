@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 import _paths  # noqa: F401
-from toolkit.files import DataError, write_split_json
+from dataloader.files import DataError, write_split_json
 
 
 def convert(src, dst, trust_pickle=False):

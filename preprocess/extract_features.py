@@ -85,9 +85,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from extraction import runner
-    from toolkit.files import DataError
-    from toolkit.text_encoders import OptionalDependencyError
-    from toolkit.utils import error_line, get_logger
+    from common.errors import DataError
+    from common.errors import OptionalDependencyError
+    from common.utils import error_line, get_logger
 
     rank = int(os.environ.get("RANK", 0))
     logger = get_logger(f"extract{rank}")

@@ -65,8 +65,8 @@ import pandas as pd
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import DataError, read_names_csv
-from toolkit.text_encoders import OptionalDependencyError, build_encoder
+from dataloader.files import DataError, read_names_csv
+from extraction.text_encoders import OptionalDependencyError, build_encoder
 
 N_LEVELS = 6  # confidence 0..5, as a VLM teacher gives it
 MIN_QUANTILE_TEXTS = 30

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import DataError
+from common.errors import DataError
 
 AU_R = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20",
         "AU23", "AU25", "AU26", "AU45"]

@@ -33,7 +33,7 @@ label set of ``--emo_rule`` filled in, or your own ``--prompt`` file (``{LABELS}
 Output (``--out``, default ``<teacher_dir of the dataset>/<teacher>.jsonl``): one JSON object a clip with
 the teacher format's fields (name, teacher, label, scores, confidence, description) plus confidence_source,
 contributions, warnings, error, error_type, raw (the answer text; a list with --samples k), backend, model,
-media, n_samples, agreement, usage (tokens), elapsed_s and attempts. See toolkit/teacher_client.py.
+media, n_samples, agreement, usage (tokens), elapsed_s and attempts. See teachers/client.py.
 
 Resuming: rerun the same command. Answered clips are skipped; so are clips whose answer could not be parsed,
 was blocked, or whose request the server rejected (HTTP 400...) unless --retry_failed; clips that got no
@@ -53,9 +53,9 @@ import time
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import DataError, read_names_csv
-from toolkit.utils import get_logger as utils_get_logger
-from toolkit.teacher_client import (AbortRun, AuthError, MediaSource, TeacherRunner, build_backend,
+from dataloader.files import DataError, read_names_csv
+from common.utils import get_logger as utils_get_logger
+from teachers.client import (AbortRun, AuthError, MediaSource, TeacherRunner, build_backend,
                                     default_teacher_name, read_subtitles, shorten_base64, summary_line,
                                     with_subtitle)
 
@@ -175,7 +175,7 @@ def main(argv=None):
                 raise DataError(f"unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)})")
             ds = config.DATASETS[args.dataset]
         emo_rule = args.emo_rule or (ds["emo_rule"] if ds else "MER")
-        from toolkit.prompt import label_set, render_prompt
+        from teachers.prompt import label_set, render_prompt
         labels = label_set(emo_rule)
         prompt = render_prompt(emo_rule, path=args.prompt, lang=args.lang)
         t0 = time.monotonic()

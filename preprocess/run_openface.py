@@ -66,9 +66,8 @@ import openface_au
 from extraction.media import VIDEO_EXTS, MediaError, load_image_folder
 from extraction.sources import dataset_names
 from extraction.writer import save_npy
-from toolkit.files import DataError, read_names_csv
-from toolkit.teacher_client import index_files
-from toolkit.utils import get_logger
+from dataloader.files import DataError, index_files, read_names_csv
+from common.utils import get_logger
 
 TMP_DIR = ".tmp"
 LOG_DIR = "logs"

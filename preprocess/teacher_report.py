@@ -19,7 +19,7 @@ The table (one row each):
   error          labelled samples whose line was skipped (bad JSON, scores missing, an error record ...)
   all labelled   every labelled sample, a missing or failed answer counting as wrong
 
-with count, coverage (count / labelled samples), accuracy and weighted F1 (toolkit.metrics) of the teacher's
+with count, coverage (count / labelled samples), accuracy and weighted F1 (engine.metrics) of the teacher's
 label (the top score where a record has no label). Written next to --out (default
 saved/teacher_reports/<teacher>-<labels>): ``.csv``, ``.md`` (also printed) and ``.png`` (accuracy and
 coverage against the confidence threshold). Exit status 2 on bad input.
@@ -35,9 +35,9 @@ import pandas as pd
 
 import _paths  # noqa: F401
 import config
-from toolkit.files import DataError, read_label_csv
-from toolkit.metrics import emotion_metrics
-from vlm_features import label_set, read_teacher_jsonl
+from dataloader.files import DataError, read_label_csv
+from engine.metrics import emotion_metrics
+from teachers.records import label_set, read_teacher_jsonl
 
 LEVELS = range(6)
 COLUMNS = ["row", "level", "count", "coverage", "correct", "accuracy", "weighted_f1"]

@@ -14,6 +14,26 @@ for p in (REPO, os.path.join(REPO, "preprocess")):
 
 import config  # noqa: E402
 
+
+def load_script(relpath, name=None):
+    """Import a script of this repository by its path (e.g. ``preprocess/mosi_bclstm.py``), under a module
+    name derived from the path, so scripts of the same file name in different folders never collide."""
+    import importlib.util
+
+    repo = REPO
+    path = os.path.join(repo, relpath)
+    name = name or relpath.replace(os.sep, "_").replace("/", "_").removesuffix(".py")
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # for the script's own sibling imports; appended, so that the repository's
+        sys.path.append(folder)  # top-level modules (ensemble.py, train.py, ...) keep precedence over namesakes
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
 CLASSES = ["neutral", "angry", "happy"]
 

@@ -12,7 +12,7 @@ import pytest
 
 import config
 from conftest import REPO
-from toolkit.files import DataError, read_label_csv, read_split_json, write_split_json
+from dataloader.files import DataError, read_label_csv, read_split_json, write_split_json
 
 
 def test_label_sets_are_the_published_ones():

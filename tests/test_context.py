@@ -11,8 +11,8 @@ import test as test_script
 from conftest import CLASSES, train_args
 from dataloader import DialogueIndex, SampleSet, load_features
 from models import create_model, list_models
-from toolkit.files import DataError
-from toolkit.trainer import evaluate_run, load_run, train
+from common.errors import DataError
+from engine.trainer import evaluate_run, load_run, train
 
 
 def _dia_args(env, *extra):
@@ -254,8 +254,8 @@ def test_own_state_masking_hides_utterances_only_while_training_and_never_a_lone
 
 
 def test_split_list_may_carry_the_dialogues_and_pseudo_rows_keep_its_lists(dialogues):
-    from toolkit.files import read_split_json, write_split_json
-    from toolkit.semi import write_pseudo_split
+    from dataloader.files import read_split_json, write_split_json
+    from pseudo.drivers import write_pseudo_split
     split = read_split_json(str(dialogues.tmp / "train_lst" / "dia" / "seed0.json"))
     meta = dialogues.labels.set_index("name")
     for part in ("train_info", "valid_info"):
@@ -289,7 +289,7 @@ def test_split_list_may_carry_the_dialogues_and_pseudo_rows_keep_its_lists(dialo
 
 def test_bclstm_reference_reads_whole_dialogues_and_learns_from_neighbours(dialogues, tmp_path):
     from conftest import make_dialogues
-    from toolkit.utils import load_script
+    from conftest import load_script
     ref = load_script("bench/bclstm_reference.py")
     (train, test), n_classes = ref.load_data("dia", ["dia-cue"], log=lambda *a: None)
     x, y, mask = train

@@ -9,10 +9,10 @@ import pytest
 
 import config
 from conftest import REPO
-from toolkit.ensemble import fit_weights, member_ids, read_members, vote, weighted_f1
-from toolkit.files import DataError
-from toolkit.rerank import HURTS, Validation, apply_rules, fit_bias, load_rules, rerank, validate_rules
-from toolkit.submission import check_submission, write_submission
+from ensembling.voting import fit_weights, member_ids, read_members, vote, weighted_f1
+from common.errors import DataError
+from ensembling.rerank import HURTS, Validation, apply_rules, fit_bias, load_rules, rerank, validate_rules
+from ensembling.submission import check_submission, write_submission
 
 MER = config.EMO_RULE["MER"]
 C3 = ["neutral", "angry", "happy"]
@@ -60,7 +60,7 @@ def test_weighted_vote_normalises_the_weights():
 
 
 def test_weighted_f1_matches_sklearn():
-    from toolkit.metrics import emotion_metrics
+    from engine.metrics import emotion_metrics
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
     p[:3] = 5  # a class never in the truth

@@ -18,7 +18,7 @@ import torch
 import config
 from extraction import encoders, media, runner, writer
 from extraction.tiny_models import save_tiny_model
-from toolkit.files import DataError
+from common.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "preprocess", "extract_features.py")

@@ -329,7 +329,7 @@ def test_face_detector_without_opencv(monkeypatch):
     import cv2
 
     from extraction.faces import FaceDetector
-    from toolkit.text_encoders import OptionalDependencyError
+    from common.errors import OptionalDependencyError
 
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(OptionalDependencyError, match=r'pip install "opencv-python-headless>=4\.8,<5"'):

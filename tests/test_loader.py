@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dataloader import SampleSet, load_features, pack_feature
-from toolkit.files import DataError
+from common.errors import DataError
 
 
 def _write(root, arrays):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from toolkit.metrics import emotion_metrics, format_confusion, full_report
-from toolkit.selection import binomial_se, one_standard_error
-from toolkit.utils import parse_feat_list, resolve_device
+from engine.metrics import emotion_metrics, format_confusion, full_report
+from engine.selection import binomial_se, one_standard_error
+from common.utils import parse_feat_list, resolve_device
 
 
 def test_accuracy_and_weighted_f1_by_hand():

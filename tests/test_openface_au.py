@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import openface_au
-from toolkit.files import DataError
+from common.errors import DataError
 
 R_COLS = [a + "_r" for a in openface_au.AU_R]
 C_COLS = [a + "_c" for a in openface_au.AU_C]

@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score
 import config
 import make_demo
 from conftest import REPO, SHARED_DATA
-from toolkit.utils import load_script
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_mosi_converter_on_the_real_release(tmp_path):
 
 def test_mosi_converter_rejects_a_broken_copy(tmp_path):
     mosi_bclstm = load_script("preprocess/mosi_bclstm.py")
-    from toolkit.files import DataError
+    from common.errors import DataError
     with pytest.raises(DataError, match="transcripts.csv' is missing"):
         mosi_bclstm.convert(str(tmp_path), str(tmp_path / "out"))
 

@@ -6,9 +6,9 @@ import re
 import pytest
 
 import config
-from toolkit.files import DataError
-from toolkit.prompt import render_prompt
-from toolkit.teacher_parse import parse_answer
+from common.errors import DataError
+from teachers.prompt import render_prompt
+from teachers.parse import parse_answer
 
 
 @pytest.mark.parametrize("rule", sorted(config.EMO_RULE))

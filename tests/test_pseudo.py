@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from toolkit import pseudo
+from pseudo import strategies as pseudo
 
 # 6 unlabelled samples, 3 classes
 PROBS = np.array([

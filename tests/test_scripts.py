@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from toolkit.selection import binomial_se
+from engine.selection import binomial_se
 
 
 @pytest.fixture(scope="module")

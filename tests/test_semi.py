@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import CLASSES, train_args  # noqa: F401
-from toolkit import semi
-from toolkit.files import DataError, read_split_json
+from pseudo import drivers as semi
+from dataloader.files import DataError, read_split_json
 
 TRAIN_ARGS = ["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--epochs", "6", "--lr", "3e-3",
               "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--num_workers", "2"]

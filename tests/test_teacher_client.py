@@ -25,8 +25,8 @@ import pytest
 from conftest import REPO
 
 import config
-from toolkit.files import DataError
-from toolkit.teacher_client import (AuthError, GeminiBackend, MediaSource, OpenAIBackend, TeacherRunner,
+from common.errors import DataError
+from teachers.client import (AuthError, GeminiBackend, MediaSource, OpenAIBackend, TeacherRunner,
                                     aggregate_answers, even_subsample, open_output, read_output,
                                     record_line, with_subtitle)
 
@@ -504,7 +504,7 @@ def test_the_client_keeps_going_when_requests_are_rejected(server, tmp_path):
     rec = {r["name"]: r for r in read_records(tmp_path / "out.jsonl")}["b0"]
     assert rec["error_type"] == "request" and rec["attempts"] == 1 and summary["other_fail"] == 1
     assert runner_for(server, tmp_path, names).run(names)["asked"] == 0
-    from toolkit.teacher_client import AbortRun
+    from teachers.client import AbortRun
     more = [f"x{i}" for i in range(10)]
     server.script = {n: [("status", 500, {})] * 10 for n in more}
     with pytest.raises(AbortRun, match="in a row"):
@@ -527,7 +527,7 @@ def test_replies_without_an_answer_are_blocked_records_not_crashes(monkeypatch):
     assert o.parse_response({"choices": []}).blocked == "no choice in the reply"
     refusal = o.parse_response({"choices": [{"message": {"content": None, "refusal": "I can't"}}]})
     assert refusal.blocked == "refusal: I can't"
-    from toolkit.teacher_client import _google_retry_delay, _parse_retry_after
+    from teachers.client import _google_retry_delay, _parse_retry_after
     assert _parse_retry_after("3") == 3.0 and _parse_retry_after("soon") is None
     assert _google_retry_delay(json.dumps({"error": {"details": [
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}}).encode()) == 37.0

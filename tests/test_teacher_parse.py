@@ -1,4 +1,4 @@
-"""toolkit/teacher_parse.py: messy teacher answers -> label, scores, confidence, description (never raises).
+"""teachers/parse.py: messy teacher answers -> label, scores, confidence, description (never raises).
 
 The corpus ``tests/data/teacher_answers.jsonl`` holds realistic raw answers (Gemini, GPT, Qwen-VL, small Llama
 models), each with expectations stated by hand from the parser's rules and a line saying what it checks.
@@ -12,7 +12,7 @@ import random
 import pytest
 
 import config
-from toolkit.teacher_parse import SYNONYM_GROUPS, map_label, parse_answer
+from teachers.parse import SYNONYM_GROUPS, map_label, parse_answer
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "teacher_answers.jsonl")
 MER = config.EMO_RULE["MER"]

@@ -12,9 +12,9 @@ import torch
 import test as test_script
 import train as train_script
 from conftest import CLASSES, train_args
-from toolkit import trainer
-from toolkit.files import DataError
-from toolkit.trainer import evaluate_run, train
+from engine import trainer
+from common.errors import DataError
+from engine.trainer import evaluate_run, train
 
 
 def test_training_learns_the_known_answer_and_writes_the_run_folder(tiny, capsys):
@@ -128,7 +128,7 @@ def test_feature_standardisation_is_fitted_on_train_and_saved_in_the_checkpoint(
     import torch
 
     from dataloader import SampleSet, load_features
-    from toolkit.files import read_split_json
+    from dataloader.files import read_split_json
     s = train(train_args(tiny, "--epochs", "2", "--run_name", "norm"))
     ckpt = torch.load(os.path.join(s["run_dir"], "best.pth"), weights_only=True)
     split = read_split_json(str(tiny.tmp / "train_lst" / "tiny" / "seed0.json"))

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 import config
 import vlm_features
-from toolkit.text_encoders import OptionalDependencyError, TfidfSvdEncoder, build_encoder, short_name
+from extraction.text_encoders import OptionalDependencyError, TfidfSvdEncoder, build_encoder, short_name
 
 MER = config.EMO_RULE["MER"]  # neutral, angry, happy, sad, worried, surprise
 WORDS = {"neutral": ["neutral", "calm", "composed", "flat"], "angry": ["angry", "furious", "irritated", "annoyed"],

@@ -7,13 +7,12 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Bad user input: the message names the file or value and says how to fix it."""
+from common.errors import DataError  # noqa: F401  (raised here; re-exported for the readers' callers)
 
 
 def _preview(items, k=5):
@@ -145,3 +144,52 @@ def label_indices(label_csv, names, class_names, source="the name list"):
         raise DataError(f"labels '{label_csv}' lack {len(missing)} names of {source}: {_preview(missing)}")
     cidx = {c: i for i, c in enumerate(class_names)}
     return np.array([cidx[e] for e in table.loc[list(names), "discrete"]], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ media tables
+SUBTITLE_COLUMNS = ("text", "subtitle", "english", "chinese")  # read_subtitles' default column, the first present
+
+
+def natural_key(text):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def index_files(folder, exts, what):
+    """``{stem: path}`` of the files in ``folder`` with one of ``exts`` (the earlier extension wins)."""
+    if not os.path.isdir(folder):
+        raise DataError(f"--{what}_dir '{folder}' is not a folder")
+    rank = {e: i for i, e in enumerate(exts)}
+    found = {}
+    with os.scandir(folder) as it:
+        for entry in it:
+            stem, ext = os.path.splitext(entry.name)
+            ext = ext.lower()
+            if ext in rank and entry.is_file():
+                old = found.get(stem)
+                if old is None or rank[ext] < rank[os.path.splitext(old)[1].lower()]:
+                    found[stem] = entry.path
+    return found
+
+
+def read_subtitles(path, column=None):
+    """``{name: subtitle}`` from a CSV with a ``name`` column and a text column (``column``, else the first of
+    text, subtitle, english, chinese). Empty cells give empty strings; a repeated name keeps its first row."""
+    import pandas as pd
+
+    if not os.path.isfile(path):
+        raise DataError(f"subtitle file '{path}' does not exist")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    df.columns = [str(c).strip() for c in df.columns]
+    if "name" not in df.columns:
+        raise DataError(f"subtitle file '{path}' has no 'name' column (columns: {list(df.columns)})")
+    if column is None:
+        column = next((c for c in SUBTITLE_COLUMNS if c in df.columns), None)
+        if column is None:
+            raise DataError(f"subtitle file '{path}' has none of the columns {', '.join(SUBTITLE_COLUMNS)} "
+                            f"(columns: {list(df.columns)}); name the text column with --subtitle_col")
+    elif column not in df.columns:
+        raise DataError(f"subtitle file '{path}' has no column '{column}' (columns: {list(df.columns)})")
+    subs = {}
+    for name, text in zip(df["name"], df[column]):
+        subs.setdefault(str(name).strip(), str(text).strip())
+    return subs

@@ -4,7 +4,7 @@ Both drivers are plain sequences of files, so each step can be inspected or reru
 
 * stage 1 / iteration ``t``: a train.py run (``<root>/stage1``, ``<root>/acl_iter<t>``) on a split list;
 * the student's class probabilities on the unlabelled pool (``evaluate_run``), the teachers' answers
-  (teacher JSON Lines files), a selection (``toolkit/pseudo.py``);
+  (teacher JSON Lines files), a selection (``pseudo/strategies.py``);
 * a pseudo-label list in the split-list format: ``train_info`` = the labelled training list plus the
   pseudo-labelled samples, with per-sample ``weights``, ``sources`` and ``confidences``; ``valid_info`` =
   the labelled validation list, untouched. A pseudo label never lands on a validation or test name
@@ -27,16 +27,15 @@ import numpy as np
 import pandas as pd
 
 import config
-from toolkit import pseudo
-from toolkit.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
-from toolkit.utils import get_logger
+from pseudo import strategies as pseudo
+from dataloader.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
+from common.utils import get_logger
 
 
 def teacher_matrix(paths, names, emo_rule, log=None):
     """Teachers' labels ``(T, N)`` (class index, -1 where no usable answer) and confidences ``(T, N)`` (NaN
     where missing) for ``names``, from teacher JSON Lines files; also the teachers' names."""
-    from toolkit.utils import load_script
-    read_teacher_jsonl = load_script("preprocess/vlm_features.py").read_teacher_jsonl
+    from teachers.records import read_teacher_jsonl
     class_names = config.EMO_RULE[emo_rule]
     cidx = {c: i for i, c in enumerate(class_names)}
     pos = {n: i for i, n in enumerate(names)}
@@ -106,7 +105,7 @@ def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None,
     """One train.py run (skipped when a finished run of the same settings is there; a run of other settings
     in its folder is refused, never reported); returns its summary dict. ``train_args``: train.py flags."""
     from engine.config import TrainConfig
-    from toolkit.trainer import train
+    from engine.trainer import train
 
     cfg = TrainConfig.from_argv(list(train_args)).replace(
         split=split, save_root=save_root, run_name=run_name, seed=seed, device=device, resume=True, quiet=True,
@@ -118,7 +117,7 @@ def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None,
 
 def student_probs(run_dirs, names, device="auto"):
     """Each run's class probabilities ``(N, C)`` on ``names`` (its best checkpoint)."""
-    from toolkit.trainer import evaluate_run
+    from engine.trainer import evaluate_run
     out = []
     for run_dir in run_dirs:
         df = evaluate_run(run_dir, list(names), device=device, log=get_logger("mer.semi.predict"))["predictions"]

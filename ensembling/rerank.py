@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from toolkit.ensemble import weighted_f1
-from toolkit.files import DataError
+from ensembling.voting import weighted_f1
+from common.errors import DataError
 
 RULE_FIELDS = {
     "demote": {"required": ("class", "margin", "alternatives"), "optional": ("max_gap",)},
@@ -195,8 +195,7 @@ def describe(rule, class_names=None):
 def teacher_answers(path, class_names, log=None):
     """``name -> (label, confidence)`` from a teacher JSON Lines file (unusable lines are skipped and
     counted in the log); records without a label are left out."""
-    from toolkit.utils import load_script
-    read_teacher_jsonl = load_script("preprocess/vlm_features.py").read_teacher_jsonl
+    from teachers.records import read_teacher_jsonl
     df, problems = read_teacher_jsonl(path, list(class_names))
     answers = {n: (lab, conf) for n, lab, conf in zip(df["name"], df["label"], df["confidence"])
                if isinstance(lab, str)}

@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 
-from toolkit.files import DataError, _preview
+from dataloader.files import DataError, _preview
 
 
 def check_submission(names, labels, candidates, class_names):

@@ -1,6 +1,6 @@
 """Read the raw answer of a VLM/LLM emotion teacher into one record, whatever shape the answer has.
 
-    from toolkit.teacher_parse import parse_answer
+    from teachers.parse import parse_answer
     rec = parse_answer(raw_text, config.EMO_RULE["MER"])
     rec["label"], rec["scores"], rec["confidence"], rec["warnings"], rec["error"]
 

@@ -1,6 +1,6 @@
 """Ensembles of prediction CSVs: read and align the members, vote, fit member weights on validation.
 
-A member is one prediction CSV (written by test.py / ``toolkit.trainer.prediction_frame``): ``name``, an
+A member is one prediction CSV (written by test.py / ``engine.trainer.prediction_frame``): ``name``, an
 optional ``label`` (the truth, where known), ``pred`` and ``prob_<class>`` for each class, plus
 ``weight_<expert>`` columns, which are ignored. Runs, seeds, models and the per-expert head files
 (``<out>__head_<expert>.csv``) are all members alike.
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import config
-from toolkit.files import DataError, _preview, check_labels
+from dataloader.files import DataError, _preview, check_labels
 
 MODES = ("majority", "soft", "weighted")
 PROB_PREFIX = "prob_"

@@ -12,7 +12,7 @@ import logging
 import os
 
 import config
-from toolkit.files import DataError
+from common.errors import DataError
 
 PROMPTS = {"en": "prompt.txt", "zh": "prompt_zh.txt"}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -58,7 +58,8 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from toolkit.files import DataError
+from common.errors import DataError
+from dataloader.files import SUBTITLE_COLUMNS, index_files, natural_key, read_subtitles  # noqa: F401  (re-exported)
 
 try:
     import fcntl
@@ -71,7 +72,6 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 AUDIO_EXTS = (".wav", ".mp3", ".flac")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MEDIA_KINDS = ("video", "audio", "frames", "none")
-SUBTITLE_COLUMNS = ("text", "subtitle", "english", "chinese")
 MIME = {".mp4": "video/mp4", ".avi": "video/avi", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
         ".webm": "video/webm", ".wav": "audio/wav", ".mp3": "audio/mp3", ".flac": "audio/flac",
         ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -281,57 +281,12 @@ def _mime(path):
     return MIME.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
-def _natural_key(text):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
 def even_subsample(items, k):
     """``k`` items spread evenly over ``items`` (the middle of each of k equal stretches); all if fewer."""
     n = len(items)
     if k is None or k <= 0 or n <= k:
         return list(items)
     return [items[(2 * i + 1) * n // (2 * k)] for i in range(k)]
-
-
-def index_files(folder, exts, what):
-    """``{stem: path}`` of the files in ``folder`` with one of ``exts`` (the earlier extension wins)."""
-    if not os.path.isdir(folder):
-        raise DataError(f"--{what}_dir '{folder}' is not a folder")
-    rank = {e: i for i, e in enumerate(exts)}
-    found = {}
-    with os.scandir(folder) as it:
-        for entry in it:
-            stem, ext = os.path.splitext(entry.name)
-            ext = ext.lower()
-            if ext in rank and entry.is_file():
-                old = found.get(stem)
-                if old is None or rank[ext] < rank[os.path.splitext(old)[1].lower()]:
-                    found[stem] = entry.path
-    return found
-
-
-def read_subtitles(path, column=None):
-    """``{name: subtitle}`` from a CSV with a ``name`` column and a text column (``column``, else the first of
-    text, subtitle, english, chinese). Empty cells give empty strings; a repeated name keeps its first row."""
-    import pandas as pd
-
-    if not os.path.isfile(path):
-        raise DataError(f"subtitle file '{path}' does not exist")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    df.columns = [str(c).strip() for c in df.columns]
-    if "name" not in df.columns:
-        raise DataError(f"subtitle file '{path}' has no 'name' column (columns: {list(df.columns)})")
-    if column is None:
-        column = next((c for c in SUBTITLE_COLUMNS if c in df.columns), None)
-        if column is None:
-            raise DataError(f"subtitle file '{path}' has none of the columns {', '.join(SUBTITLE_COLUMNS)} "
-                            f"(columns: {list(df.columns)}); name the text column with --subtitle_col")
-    elif column not in df.columns:
-        raise DataError(f"subtitle file '{path}' has no column '{column}' (columns: {list(df.columns)})")
-    subs = {}
-    for name, text in zip(df["name"], df[column]):
-        subs.setdefault(str(name).strip(), str(text).strip())
-    return subs
 
 
 class MediaSource:
@@ -386,7 +341,7 @@ class MediaSource:
             return []
         with os.scandir(folder) as it:
             files = [e.path for e in it if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS]
-        files.sort(key=lambda p: _natural_key(os.path.basename(p)))
+        files.sort(key=lambda p: natural_key(os.path.basename(p)))
         return even_subsample(files, self.max_frames)
 
     def find(self, name):
@@ -932,7 +887,7 @@ def open_output(path, names=None, retry_failed=False, log=LOG):
 def aggregate_answers(parsed, labels):
     """Combine k parsed answers: majority label (ties: the higher mean score, then label-set order), mean
     renormalised scores, ``agreement`` = share of labelled answers with the majority label, ``confidence`` =
-    5 x agreement. Returns a dict shaped like :func:`toolkit.teacher_parse.parse_answer`'s plus
+    5 x agreement. Returns a dict shaped like :func:`teachers.parse.parse_answer`'s plus
     ``agreement``."""
     ok = [p for p in parsed if p.get("label")]
     warnings = []
@@ -981,7 +936,7 @@ class TeacherRunner:
     def __init__(self, backend, prompt, labels, source, out, teacher=None, lang="en", workers=4, rpm=0,
                  timeout=120.0, max_retries=5, backoff=2.0, max_backoff=60.0, samples=1, temperature=None,
                  retry_failed=False, max_consecutive_failures=20, progress=True, log=LOG, seed=None):
-        from toolkit.teacher_parse import parse_answer
+        from teachers.parse import parse_answer
 
         if samples < 1:
             raise DataError("--samples must be at least 1")

@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from toolkit.files import DataError
+from common.errors import DataError, OptionalDependencyError  # noqa: F401  (re-exported)
 
 ST_PIP = 'pip install "sentence-transformers>=2.2"'
 # Model families recognised in a model name for the short feature-name suffix (first match wins).
@@ -32,10 +32,6 @@ _FAMILIES = ("minilm", "mpnet", "distilroberta", "roberta", "bge", "e5", "gte", 
 # Files that mark a sentence-transformers model folder, and a plain transformers one.
 _ST_MARKERS = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-
-class OptionalDependencyError(ImportError):
-    """An optional package needed by the requested encoder is not installed; the message names the pip command."""
 
 
 def short_name(label):
@@ -166,7 +162,7 @@ class SentenceTransformerEncoder:
         self.short_name = name or short_name(self.name_or_path)
         self.batch_size = int(batch_size)
         self.progress = progress
-        from toolkit.utils import resolve_device  # imports torch, which sentence-transformers needs anyway
+        from common.utils import resolve_device  # imports torch, which sentence-transformers needs anyway
 
         try:
             self.device = str(resolve_device(device))

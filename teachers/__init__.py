@@ -1,0 +1,2 @@
+"""VLM and LLM teachers: the prompt (``prompt``), the API client (``client``), the answer parser (``parse``).
+Importable without torch."""
