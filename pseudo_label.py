@@ -18,6 +18,7 @@ import os
 import sys
 
 import config
+from engine.config import emo_rule_of
 from pseudo import strategies as pseudo
 from dataloader.files import DataError, read_names_csv, read_split_json
 from pseudo.drivers import (forbidden_names, read_truth, student_probs, teacher_matrix, write_pseudo_split)
@@ -70,7 +71,7 @@ def main(argv=None):
     log = get_logger("mer.pseudo")
     try:
         ds_cfg = config.DATASETS.get(args.dataset, {})
-        emo_rule = ds_cfg.get("emo_rule", "MER")
+        emo_rule = emo_rule_of(args.dataset)
         class_names = config.EMO_RULE[emo_rule]
         split = args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")
         doc = read_split_json(split, class_names)

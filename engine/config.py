@@ -129,12 +129,7 @@ class TrainConfig:
         if self.dataset not in config.DATASETS and not self.split:
             raise DataError(f"unknown --dataset '{self.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
                             "register it there or give --split")
-        emo_rule = self.emo_rule or config.DATASETS.get(self.dataset, {}).get("emo_rule")
-        if emo_rule is None:
-            raise DataError(f"data set '{self.dataset}' names no label set: give --emo_rule (config.EMO_RULE: "
-                            f"{', '.join(config.EMO_RULE)}) or set emo_rule in its config.DATASETS entry")
-        if emo_rule not in config.EMO_RULE:
-            raise DataError(f"unknown --emo_rule '{emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
+        emo_rule = emo_rule_of(self.dataset, self.emo_rule)
         return dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
                                    model_args={**load_model_config(self.model), **self.model_args})
 
@@ -175,6 +170,17 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["split"] = self.split_path()
         return out
+
+
+def emo_rule_of(dataset, given=None):
+    """The label set of a run: ``given`` (--emo_rule), else the data set's; never a silent default."""
+    emo_rule = given or config.DATASETS.get(dataset, {}).get("emo_rule")
+    if emo_rule is None:
+        raise DataError(f"data set '{dataset}' names no label set: give --emo_rule (config.EMO_RULE: "
+                        f"{', '.join(config.EMO_RULE)}) or set emo_rule in its config.DATASETS entry")
+    if emo_rule not in config.EMO_RULE:
+        raise DataError(f"unknown --emo_rule '{emo_rule}'; config.EMO_RULE has {', '.join(config.EMO_RULE)}")
+    return emo_rule
 
 
 BOOKKEEPING = ("config_hash", "identity", "versions", "list_models", "config", "save_model")

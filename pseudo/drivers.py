@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import config
+from engine.config import emo_rule_of
 from pseudo import strategies as pseudo
 from dataloader.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
 from common.utils import get_logger
@@ -167,7 +168,7 @@ def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=
     the stage-2 files (default: the strategy), so variants of one strategy can share a folder."""
     tag = tag or strategy
     ds_cfg = config.DATASETS.get(dataset, {})
-    emo_rule = ds_cfg.get("emo_rule", "MER")
+    emo_rule = emo_rule_of(dataset)
     class_names = config.EMO_RULE[emo_rule]
     os.makedirs(out_dir, exist_ok=True)
     log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)
@@ -221,7 +222,7 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
     the labelled pool, repeat for ``max_iter`` labelling rounds or until nothing new is chosen; the last
     model (trained on the final pool) is the result. State in ``<out_dir>/acl_state.json``."""
     ds_cfg = config.DATASETS.get(dataset, {})
-    emo_rule = ds_cfg.get("emo_rule", "MER")
+    emo_rule = emo_rule_of(dataset)
     class_names = config.EMO_RULE[emo_rule]
     os.makedirs(out_dir, exist_ok=True)
     log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)

@@ -293,3 +293,15 @@ def test_config_replays_a_run_and_flags_override_it(tiny, capsys):
     assert cfg.feat == ["tiny-signal"] and cfg.epochs == 1
     assert cfg.model_args["dropout"] == 0.25 and cfg.model_args["hidden_dim"] == 8
     assert cfg.model_args["seq_layers"] == 2  # model-tune.yaml under both
+
+
+def test_a_data_set_without_a_label_set_is_refused_not_given_mer(tiny, monkeypatch):
+    import config
+    from engine.config import emo_rule_of
+
+    monkeypatch.setitem(config.DATASETS, "nolabels", {**config.DATASETS["tiny"], "emo_rule": None})
+    with pytest.raises(DataError, match="names no label set"):
+        emo_rule_of("nolabels")
+    with pytest.raises(DataError, match="names no label set"):
+        train(train_args(tiny, "--dataset", "nolabels", "--split", str(tiny.tmp / "train_lst" / "tiny" / "seed0.json")))
+    assert emo_rule_of("nolabels", "TINY") == "TINY" and emo_rule_of("tiny") == "TINY"
