@@ -34,7 +34,7 @@ import pandas as pd
 import config
 from ensembling.voting import MODES, fit_weights, match_emo_rule, prob_classes, read_members, vote
 from dataloader.files import DataError, read_label_csv, read_names_csv
-from engine.metrics import emotion_metrics
+from common.metrics import emotion_metrics
 from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
 from ensembling.submission import write_submission
 from common.utils import get_logger

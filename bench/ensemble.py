@@ -30,7 +30,7 @@ import config
 from engine.config import TrainConfig
 from ensembling.voting import fit_weights, read_members, vote
 from dataloader.files import read_label_csv
-from engine.metrics import emotion_metrics
+from common.metrics import emotion_metrics
 from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
 from engine.trainer import train
 from common.utils import get_logger

@@ -35,7 +35,7 @@ from dataloader.dialogue import describe_groups
 from engine.config import check_run_folder, clear_results, versions
 from models import create_model, model_class
 from dataloader.files import DataError, label_indices, read_names_csv, read_split_json
-from engine.metrics import emotion_metrics, format_confusion, full_report
+from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.plots import plot_confusion, plot_curves
 from common.utils import count_parameters, get_logger, resolve_device, set_seed
 

@@ -60,7 +60,7 @@ def test_weighted_vote_normalises_the_weights():
 
 
 def test_weighted_f1_matches_sklearn():
-    from engine.metrics import emotion_metrics
+    from common.metrics import emotion_metrics
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
     p[:3] = 5  # a class never in the truth

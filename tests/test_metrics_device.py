@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine.metrics import emotion_metrics, format_confusion, full_report
+from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.selection import binomial_se, one_standard_error
 from common.utils import parse_feat_list, resolve_device
 

@@ -284,7 +284,8 @@ def test_package_minilm_gives_unit_384d_embeddings_that_know_paraphrases(minilm)
 
 @needs_model
 def test_cli_with_the_package_encoder(tmp_path, minilm, monkeypatch, capsys):
-    monkeypatch.setattr(vlm_features, "build_encoder", lambda *a, **k: minilm)  # the model is already loaded
+    from teachers import knowledge  # the library behind vlm_features.py
+    monkeypatch.setattr(knowledge, "build_encoder", lambda *a, **k: minilm)  # the model is already loaded
     recs, _ = make_records(12)
     path = write_jsonl(tmp_path / "t.jsonl", recs)
     assert vlm_features.main(["--teacher", path, "--out", str(tmp_path / "o"), "--encoder", f"package:{PACKAGE}",
