@@ -16,6 +16,7 @@ import pandas as pd
 import config
 from dataloader.files import DataError, read_names_csv
 from extraction.text_encoders import OptionalDependencyError, build_encoder
+from teachers.records import label_set
 
 N_LEVELS = 6  # confidence 0..5, as a VLM teacher gives it
 MIN_QUANTILE_TEXTS = 30
@@ -61,15 +62,6 @@ LABEL_DESCRIPTIONS = {
 }
 
 SENTIMENT_LABELS = {"positive", "negative", "neutral"}
-
-
-def label_set(emo_rule):
-    """The ordered labels of a config.EMO_RULE name, or of an explicit list."""
-    if isinstance(emo_rule, str):
-        if emo_rule not in config.EMO_RULE:
-            raise DataError(f"unknown --emo_rule '{emo_rule}' (config.EMO_RULE: {', '.join(config.EMO_RULE)})")
-        return list(config.EMO_RULE[emo_rule])
-    return [str(e) for e in emo_rule]
 
 
 def is_sentiment_set(emotions):
