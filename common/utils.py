@@ -86,3 +86,29 @@ def get_logger(name="mer", log_file=None, level=logging.INFO, append=False):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def versions(packages=("torch",)):
+    """The project's version, Python's, the git commit (when run from a checkout) and those of ``packages``
+    that are installed: what made a result, for the files that record it (checkpoints, feature manifests)."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+
+    import common
+
+    out = {"project": common.__version__, "python": platform.python_version()}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for pkg in packages:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -146,6 +146,15 @@ def label_indices(label_csv, names, class_names, source="the name list"):
     return np.array([cidx[e] for e in table.loc[list(names), "discrete"]], dtype=np.int64)
 
 
+def npy_header(path):
+    """``(shape, dtype, data offset)`` from a ``.npy`` file's header, without reading the data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return shape, dtype, f.tell()
+
+
 # ------------------------------------------------------------------------------------------------ media tables
 SUBTITLE_COLUMNS = ("text", "subtitle", "english", "chinese")  # read_subtitles' default column, the first present
 

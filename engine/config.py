@@ -30,6 +30,7 @@ import yaml
 
 import config
 from common.errors import DataError
+from common.utils import parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
 
 DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
 # model hyperparameters with a flag of their own (any other: --model_args KEY=VALUE)
@@ -136,13 +137,21 @@ class TrainConfig:
     # --------------------------------------------------------------------------------------- identity
     def identity(self):
         """What decides the result (call on a resolved config): the identity fields, and the content of the
-        split list, the initial checkpoint and the dialogue tables."""
+        split list, the initial checkpoint and the dialogue tables. The files are read once per config (a run asks
+        for its identity several times, and an initial checkpoint can be large)."""
+        key = json.dumps([getattr(self, k) for k in IDENTITY_FIELDS] + [self.split_path(), self.model_pretrain,
+                                                                        list(self.dialogue_csv)], default=str)
+        cached = self.__dict__.get("_identity")
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
         out = {k: getattr(self, k) for k in IDENTITY_FIELDS}
         out["feat"] = list(self.feat)
         out["split_sha1"] = file_sha1(self.split_path(), "split list")
         out["model_pretrain_sha1"] = file_sha1(self.model_pretrain, "--model_pretrain") if self.model_pretrain else None
         out["dialogue_csv_sha1"] = [file_sha1(p, "--dialogue_csv") for p in self.dialogue_csv]
-        return json.loads(json.dumps(out, sort_keys=True, default=str))
+        out = json.loads(json.dumps(out, sort_keys=True, default=str))
+        self.__dict__["_identity"] = (key, out)
+        return dict(out)
 
     def config_hash(self):
         return _hash(self.identity())
@@ -201,12 +210,6 @@ def file_sha1(path, what):
     return h.hexdigest()
 
 
-def parse_feat_list(text):
-    from common.utils import parse_feat_list as parse
-
-    return parse(text)
-
-
 def parse_model_args(items):
     """``["lambda_kl=0.2", "rank=8"]`` -> ``{"lambda_kl": 0.2, "rank": 8}`` (values read as YAML)."""
     out = {}
@@ -215,19 +218,6 @@ def parse_model_args(items):
         if not sep or not key.strip():
             raise DataError(f"--model_args takes KEY=VALUE pairs, got '{item}'")
         out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def versions():
-    import importlib.metadata as md
-
-    import common
-
-    out = {"project": common.__version__}
-    try:
-        out["torch"] = md.version("torch")
-    except md.PackageNotFoundError:
-        pass
     return out
 
 

@@ -361,13 +361,27 @@ class Encoder:
         """Collated batch on the device -> ``(states (B, T, D) float32, keep (B, T) bool)``."""
         raise NotImplementedError
 
+    def to_device(self, batch):
+        """A collated batch on the model's device: floating tensors in the model's dtype; on CUDA through pinned
+        memory with non-blocking copies."""
+        import torch
+
+        cuda = self.device.type == "cuda"
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                if cuda:
+                    v = v.pin_memory()
+                dtype = self.dtype if (v.is_floating_point() and self.dtype is not None) else v.dtype
+                v = v.to(self.device, dtype=dtype, non_blocking=cuda)
+            out[k] = v
+        return out
+
     def run(self, units, lengths):
         """Collate, move, forward: the convenience path used by probes and tests."""
         import torch
 
-        batch = self.collate(units, lengths)
-        batch = {k: (v.to(self.device, dtype=self.dtype if v.is_floating_point() else v.dtype)
-                     if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch = self.to_device(self.collate(units, lengths))
         with torch.inference_mode():
             return self.forward(batch)
 

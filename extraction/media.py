@@ -14,10 +14,11 @@ and the tests.
 """
 
 import os
-import re
 from fractions import Fraction
 
 import numpy as np
+
+from dataloader.files import natural_key
 
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".mpeg")
@@ -388,11 +389,6 @@ def _to_uint8(arr, path, desc):
     return np.rint(arr).astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
 
 
-def _natural_key(name):
-    """Sort key that orders embedded numbers by value: frame_2 before frame_10."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def load_image_folder(folder):
     """The images of ``folder`` (jpg/png/bmp; OpenFace's ``<name>_aligned/frame_det_00_000001.bmp`` and the
     like) in natural order, as ``(T, H, W, 3)`` uint8 RGB. Images whose size differs from the first one's are
@@ -401,7 +397,7 @@ def load_image_folder(folder):
 
     folder = _require(folder, folder=True)
     names = sorted((f for f in os.listdir(folder)
-                    if f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(folder, f))), key=_natural_key)
+                    if f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(folder, f))), key=natural_key)
     if not names:
         raise MediaError("no_frames", f"{folder} holds no image ({', '.join(IMAGE_EXTS)}).")
     frames, size, first_error = [], None, None

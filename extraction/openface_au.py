@@ -10,6 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import config
+from extraction.writer import registered_as
 from common.errors import DataError
 
 AU_R = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20",
@@ -210,8 +211,7 @@ def summarize(report, out, max_listed=20):
         if len(failed) > max_listed:
             lines.append(f"  ... and {len(failed) - max_listed} more")
     lines.append(f"report: {os.path.join(out, REPORT_NAME)}")
-    registered = [k for k, (_, root) in config.FEAT_AU_DICT.items()
-                  if os.path.abspath(root) == os.path.abspath(out)]
+    registered = registered_as(out, [config.FEAT_AU_DICT])
     if registered:
         lines.append(f"registered in config.py as {', '.join(registered)}")
     else:

@@ -87,13 +87,6 @@ def config_line(modality, feature_name, folder, dim):
     return f'{CONFIG_DICT[modality]}["{feature_name}"] = [{dim}, {writer.registry_root(folder)}]'
 
 
-def registered_as(folder):
-    """Names under which config.py already registers ``folder``."""
-    folder = os.path.abspath(folder)
-    return [k for table in config.MODALITY_DICTS.values() for k, (_, root) in table.items()
-            if os.path.abspath(root) == folder]
-
-
 def make_batches(lengths, batch_size, pad_safe):
     """Index batches over units: longest first; mixed lengths only where padding is harmless."""
     order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
@@ -113,24 +106,11 @@ class Extractor:
         self.enc, self.level, self.batch_size, self.logger = encoder, level, int(batch_size), logger
         self.cuda = encoder.device.type == "cuda"
 
-    def _move(self, batch):
-        import torch
-
-        out = {}
-        for k, v in batch.items():
-            if torch.is_tensor(v):
-                if self.cuda:
-                    v = v.pin_memory()
-                dtype = self.enc.dtype if (v.is_floating_point() and self.enc.dtype is not None) else v.dtype
-                v = v.to(self.enc.device, dtype=dtype, non_blocking=self.cuda)
-            out[k] = v
-        return out
-
     def _forward(self, units, lengths):
         """Per unit: ``(sum of its real states, count)`` for UTT, its ``(t, D)`` real states for FRM."""
         import torch
 
-        batch = self._move(self.enc.collate(units, lengths))
+        batch = self.enc.to_device(self.enc.collate(units, lengths))
         with torch.inference_mode():
             states, keep = self.enc.forward(batch)
             if self.level == "UTT":
@@ -497,7 +477,7 @@ def summarize(report, out, feature, modality, dim, max_listed=15):
             lines.append(f"  {r.name} [{r.status}]: {r.reason}")
         if len(failed) > max_listed:
             lines.append(f"  ... and {len(failed) - max_listed} more in {os.path.join(out, writer.REPORT)}")
-    known = registered_as(out)
+    known = writer.registered_as(out)
     if known:
         lines.append(f"registered in config.py as {', '.join(known)}")
     else:

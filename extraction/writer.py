@@ -18,17 +18,15 @@ moment leaves either the whole file or none; a left-over temporary file is never
 import glob
 import json
 import os
-import platform
 import socket
-import subprocess
 import time
 
 import numpy as np
 import pandas as pd
 
 import config
-
 from common.errors import DataError
+from dataloader.files import npy_header
 
 MANIFEST = "extract_manifest.json"
 REPORT = "extract_report.csv"
@@ -45,15 +43,6 @@ def save_npy(path, arr):
     with open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
     os.replace(tmp, path)
-
-
-def npy_header(path):
-    """``(shape, dtype, data offset)`` from a .npy header, without reading the data."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
-        return shape, dtype, f.tell()
 
 
 def is_valid_feature(path, dim, level, dtype):
@@ -84,26 +73,10 @@ def clean_stale_tmp(folder, older_than_s=600):
 
 
 def versions():
-    """Project, git commit (when run from a checkout) and library versions, for the manifest."""
-    import importlib.metadata as md
+    """What made a feature folder: the project, Python, git and the extraction libraries' versions."""
+    from common.utils import versions as all_versions
 
-    import common
-
-    out = {"project": common.__version__, "python": platform.python_version()}
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5)
-        if commit.returncode == 0:
-            out["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    for pkg in ("torch", "transformers", "av", "sentence-transformers", "opencv-python-headless"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return all_versions(("torch", "transformers", "av", "sentence-transformers", "opencv-python-headless"))
 
 
 def read_manifest(folder):
@@ -186,3 +159,10 @@ def registry_root(folder):
     if rel.startswith(os.pardir) or os.path.isabs(rel):
         return repr(folder)
     return "_feat(" + ", ".join(repr(x) for x in rel.split(os.sep)).replace("'", '"') + ")"
+
+
+def registered_as(folder, tables=None):
+    """Names under which config.py already registers ``folder`` (in ``tables``, default every feature dictionary)."""
+    folder = os.path.abspath(folder)
+    tables = config.MODALITY_DICTS.values() if tables is None else tables
+    return [k for table in tables for k, (_, root) in table.items() if os.path.abspath(root) == folder]

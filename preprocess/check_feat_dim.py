@@ -15,22 +15,10 @@ import os
 import sys
 from collections import Counter
 
-import numpy as np
 
 import _paths  # noqa: F401
 import config
-from dataloader.files import DataError, read_names_csv
-
-
-def npy_shape(path):
-    """Shape of a .npy file from its header, without reading the data."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, _ = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, _ = np.lib.format.read_array_header_2_0(f)
-    return shape
+from dataloader.files import DataError, npy_header, read_names_csv
 
 
 def check_feature(name, names=None):
@@ -47,7 +35,7 @@ def check_feature(name, names=None):
     dims, bad = Counter(), []
     for f in files:
         try:
-            shape = npy_shape(os.path.join(root, f))
+            shape = npy_header(os.path.join(root, f))[0]
         except Exception as e:
             bad.append(f"{f} (unreadable: {e})")
             continue
