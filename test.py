@@ -17,6 +17,10 @@ scores it with that list's labels. ``--drop_experts F ...`` leaves experts out a
 confusion matrix, and saves the matrix next to each output as ``<out>_confusion.png``. A run trained with
 ``--context`` reads each name's dialogue from its data set's label tables (``--dialogue_csv`` adds others):
 the names of the list are cut into dialogues, and names without a dialogue id stand alone.
+
+Only finished runs are read (``summary.json`` written, no ``last.pth``); ``--allow_unfinished`` takes the best
+epoch so far of a stopped or running one. Every output row names the checkpoint it came from (``checkpoint``
+column), so that a prediction file can be checked against its run later (engine/results.py).
 """
 
 import argparse
@@ -69,6 +73,9 @@ def main(argv=None):
     p.add_argument("--gpu", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=512)
     p.add_argument("--num_workers", type=int, default=4)
+    p.add_argument("--allow_unfinished", action="store_true",
+                   help="predict from a run that is not finished (stopped, or still training) with its best epoch so "
+                        "far; without it such a run is refused")
     args = p.parse_args(argv)
     if len(args.run) > 1 and not args.out_dir:
         p.error("several --run folders need --out_dir")
@@ -89,7 +96,8 @@ def main(argv=None):
             else:
                 out = args.out or os.path.join(run, f"pred_{tag}.csv")
             res = evaluate_run(run, names, labels, out, args.device, args.gpu, args.batch_size, args.num_workers,
-                               drop_experts=args.drop_experts, write_heads=args.heads, dialogue_csv=args.dialogue_csv)
+                               drop_experts=args.drop_experts, write_heads=args.heads, dialogue_csv=args.dialogue_csv,
+                               allow_unfinished=args.allow_unfinished)
             print(f"{run}: wrote {res['n']} predictions to {out}"
                   + (f" (+ {len(res['head_csvs'])} expert heads)" if res.get("head_csvs") else ""))
             if "acc" in res:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import _paths  # noqa: F401
 import config
 from dataloader import DialogueIndex, load_features
-from models.base import weighted_mean
+from models.base import masked_mean
 from dataloader.files import label_indices, read_names_csv, read_label_csv
 from common.utils import resolve_device, set_seed
 from corpora.mosi import convert as convert_mosi
@@ -74,7 +74,7 @@ def by_video(values, groups):
 def masked_ce(logits, y, mask):
     """Mean cross-entropy over the real utterances (``mask`` 1) of padded videos."""
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-    return weighted_mean(loss, mask.reshape(-1))
+    return masked_mean(loss, mask.reshape(-1))
 
 
 def fit_level(x, y, mask, width, num_classes, input_dropout, activation, seed, device, max_epochs=200, patience=10,

@@ -1,6 +1,7 @@
 """Seeds, devices, logging and small parsing helpers shared by the scripts."""
 
 import ast
+import contextlib
 import logging
 import os
 import random
@@ -52,16 +53,32 @@ def error_line(e):
 
 
 def parse_feat_list(text):
-    """``"['a','b']"`` (MRAC25 style), ``"a,b"`` or a list -> list of feature names."""
+    """``"['a','b']"`` (MRAC25 style), ``"a,b"`` or a list -> list of feature names. An empty or malformed list
+    and a name given twice are refused (a repeated expert would train twice on one input and count twice)."""
+    from common.errors import DataError
+
     if isinstance(text, (list, tuple)):
-        return [str(t) for t in text]
-    text = str(text).strip()
-    if text.startswith("["):
-        value = ast.literal_eval(text)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"--feat must be a list of feature names, got {text}")
-        return list(value)
-    return [t.strip() for t in text.split(",") if t.strip()]
+        names = [str(t).strip() for t in text]
+    else:
+        text = str(text).strip()
+        if text.startswith("["):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = None
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise DataError(f"--feat {text!r} is not a list of feature names: write a,b or \"['a','b']\"")
+            names = [v.strip() for v in value]
+        else:
+            if any(c in text for c in "[]'\""):
+                raise DataError(f"--feat {text!r} is not a list of feature names: write a,b or \"['a','b']\"")
+            names = [t.strip() for t in text.split(",")]
+    if not names or any(not n for n in names):
+        raise DataError(f"--feat {text!r} has an empty feature name: give one or more names, e.g. a,b")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"--feat names {', '.join(twice)} more than once: give each feature once")
+    return names
 
 
 def get_logger(name="mer", log_file=None, level=logging.INFO, append=False):
@@ -82,6 +99,19 @@ def get_logger(name="mer", log_file=None, level=logging.INFO, append=False):
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     return logger
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside ``path`` to write to; it replaces ``path`` only when the block ends without an
+    error, so a killed or failed write never leaves a partial file that could be read as a result."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def count_parameters(model):

@@ -22,11 +22,35 @@ def _preview(items, k=5):
     return f"{shown}{more}"
 
 
+def read_table(path, what):
+    """A CSV as a DataFrame (UTF-8, a BOM allowed); an empty, header-only or undecodable file is refused with
+    its name and the fix."""
+    if not os.path.isfile(path):
+        raise DataError(f"{what} '{path}' does not exist")
+    try:
+        df = pd.read_csv(path, dtype={"name": str}, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what} '{path}' is empty: it needs a header row and one row per sample") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, "
+                        "e.g. iconv -f GBK -t UTF-8") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{what} '{path}' is not a valid CSV: {str(e).strip()}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if "name" in df.columns:
+        empty = df["name"].isna() | (df["name"].astype(str).str.strip() == "")
+        if empty.any():
+            raise DataError(f"{what} '{path}' has {int(empty.sum())} rows without a name (rows "
+                            f"{_preview((df.index[empty] + 2).tolist())} counting the header as 1); fill or drop them")
+        df["name"] = df["name"].astype(str).str.strip()
+    if df.empty and len(df.columns):
+        raise DataError(f"{what} '{path}' has a header but no rows; it needs one row per sample")
+    return df
+
+
 def read_names_csv(path):
     """Names from a CSV with a ``name`` column (other columns are ignored)."""
-    if not os.path.isfile(path):
-        raise DataError(f"name list '{path}' does not exist")
-    df = pd.read_csv(path, dtype={"name": str})
+    df = read_table(path, "name list")
     if "name" not in df.columns:
         raise DataError(f"'{path}' has no 'name' column (columns: {list(df.columns)}); "
                         "a name list is a CSV whose header includes 'name'")
@@ -57,14 +81,15 @@ def read_label_csv(path, emo_rule=None):
     Labels are lower-cased and stripped; with ``emo_rule`` every label is checked against the set.
     A missing ``valence`` column is filled with 0.
     """
-    if not os.path.isfile(path):
-        raise DataError(f"label table '{path}' does not exist")
-    df = pd.read_csv(path, dtype={"name": str})
+    df = read_table(path, "label table")
     for col in ("name", "discrete"):
         if col not in df.columns:
             raise DataError(f"label table '{path}' has no '{col}' column (columns: {list(df.columns)}); "
                             "expected name,discrete[,valence]")
-    df["name"] = df["name"].astype(str)
+    empty = df["discrete"].isna() | (df["discrete"].astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"label table '{path}' has {int(empty.sum())} rows with an empty label: "
+                        f"{_preview(df['name'][empty])}; fill them, or move unlabelled samples to the unlabelled list")
     df["discrete"] = df["discrete"].astype(str).str.strip().str.lower()
     if "valence" not in df.columns:
         df["valence"] = 0.0
@@ -127,6 +152,12 @@ def read_split_json(path, emo_rule=None):
             if key in info and len(info[key]) != len(info["names"]):
                 raise DataError(f"'{part}' in '{path}' has {len(info[key])} {key} for {len(info['names'])} names; "
                                 f"give one per name (an empty {key[:-1]} for a name that stands alone)")
+        dup = pd.Series(info["names"])[pd.Series(info["names"]).duplicated()].unique()
+        if len(dup):
+            raise DataError(f"'{part}' in '{path}' lists {len(dup)} names more than once: {_preview(dup)}; "
+                            "give each sample once (a repeated sample counts twice in the loss and the scores)")
+        if "weights" in info:
+            info["weights"] = _check_weights(info["weights"], len(info["names"]), f"'{part}' in '{path}'")
         if emo_rule is not None:
             check_labels(info["emos"], emo_rule, f"'{part}' of '{path}'")
     overlap = set(doc["train_info"]["names"]) & set(doc["valid_info"]["names"])
@@ -134,6 +165,21 @@ def read_split_json(path, emo_rule=None):
         raise DataError(f"split list '{path}' has {len(overlap)} names in both train and valid: "
                         f"{_preview(sorted(overlap))}")
     return doc
+
+
+def _check_weights(weights, n, where):
+    """Per-sample loss weights: one finite number >= 0 per name, not all 0."""
+    if not isinstance(weights, list) or len(weights) != n:
+        got = len(weights) if isinstance(weights, list) else type(weights).__name__
+        raise DataError(f"{where} has {got} weights for {n} names; give one weight per name (or no 'weights')")
+    bad = [(i, w) for i, w in enumerate(weights)
+           if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0]
+    if bad:
+        shown = ", ".join(f"#{i}: {w!r}" for i, w in bad[:5])
+        raise DataError(f"{where} has {len(bad)} weights that are not finite numbers >= 0 ({shown}); fix them")
+    if n and not any(weights):
+        raise DataError(f"{where} has weights that are all 0: nothing would be learnt; fix them or drop 'weights'")
+    return [float(w) for w in weights]
 
 
 def label_indices(label_csv, names, class_names, source="the name list"):

@@ -131,8 +131,21 @@ class TrainConfig:
             raise DataError(f"unknown --dataset '{self.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
                             "register it there or give --split")
         emo_rule = emo_rule_of(self.dataset, self.emo_rule)
-        return dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
-                                   model_args={**load_model_config(self.model), **self.model_args})
+        out = dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
+                                  model_args={**load_model_config(self.model), **self.model_args})
+        out.validate()
+        return out
+
+    def validate(self):
+        """Refuse values no run can use (``--epochs 0``, ``--lr -1``, ``--hidden_dim 0``, ...) with the value and
+        the fix, before a run folder is touched."""
+        for key, rule in SETTING_RULES.items():
+            _check_value(f"--{key}", getattr(self, key), rule)
+        for key, rule in MODEL_ARG_RULES.items():
+            if self.model_args.get(key) is not None:
+                _check_value(f"--{key}", self.model_args[key], rule)
+        if self.feat_norm not in ("standard", "none"):
+            raise DataError(f"--feat_norm {self.feat_norm!r}: use standard or none")
 
     # --------------------------------------------------------------------------------------- identity
     def identity(self):
@@ -179,6 +192,31 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["split"] = self.split_path()
         return out
+
+
+# what a setting must be: (type, lowest or None, highest (excluded) or None, is the lowest allowed itself)
+SETTING_RULES = {"lr": (float, 0.0, None, False), "l2": (float, 0.0, None, True), "batch_size": (int, 1, None, True),
+                 "epochs": (int, 1, None, True), "num_workers": (int, 0, None, True), "seed": (int, 0, None, True),
+                 "gpu": (int, 0, None, True)}
+MODEL_ARG_RULES = {"hidden_dim": (int, 1, None, True), "dropout": (float, 0.0, 1.0, True),
+                   "seq_layers": (int, 1, None, True), "seq_heads": (int, 1, None, True),
+                   "seq_dim": (int, 1, None, True), "max_len": (int, 1, None, True),
+                   "expert_dropout": (float, 0.0, 1.0, True), "input_noise": (float, 0.0, None, True),
+                   "grad_clip": (float, None, None, True), "context": (int, 0, None, True),
+                   "context_hidden": (int, 1, None, True)}
+
+
+def _check_value(flag, value, rule):
+    kind, low, high, low_ok = rule
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        kind is float or float(value).is_integer())
+    if not ok_type or value != value or value in (float("inf"), float("-inf")):
+        raise DataError(f"{flag} {value!r} is not {'a whole number' if kind is int else 'a finite number'}")
+    too_low = low is not None and (value < low or (value == low and not low_ok))
+    too_high = high is not None and value >= high
+    if too_low or too_high:
+        bound = (f"{'at least' if low_ok else 'above'} {low}" + (f" and below {high}" if high is not None else ""))
+        raise DataError(f"{flag} {value!r} is out of range: it must be {bound}")
 
 
 def emo_rule_of(dataset, given=None):

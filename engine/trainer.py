@@ -32,12 +32,14 @@ from tqdm import tqdm
 import config
 from dataloader import DialogueIndex, MissingFeature, SampleSet, load_features
 from dataloader.dialogue import describe_groups
+from common.locks import FileLock
 from engine.config import check_run_folder, clear_results, versions
+from engine.results import RUN_LOCK, check_finished, new_checkpoint_id
 from models import create_model, model_class
 from dataloader.files import DataError, label_indices, read_names_csv, read_split_json
 from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.plots import plot_confusion, plot_curves
-from common.utils import count_parameters, get_logger, resolve_device, set_seed
+from common.utils import atomic_path, count_parameters, get_logger, resolve_device, set_seed
 
 def dialogue_args(batch):
     """The keyword arguments a context model takes from a batch of whole dialogues (none otherwise)."""
@@ -86,7 +88,9 @@ def predict(model, samples, batch_size=512, drop=None, return_heads=False):
     return probs, weights, loss
 
 
-def prediction_frame(names, probs, class_names, labels=None, expert_weights=None, feat_names=None):
+def prediction_frame(names, probs, class_names, labels=None, expert_weights=None, feat_names=None, checkpoint=None):
+    """The prediction-CSV table: name[, label], pred, prob_<class>..., weight_<expert>... and ``checkpoint``, the
+    id of the checkpoint that predicted (engine/results.py)."""
     df = pd.DataFrame({"name": names})
     if labels is not None:
         df["label"] = [class_names[i] for i in labels]
@@ -98,7 +102,20 @@ def prediction_frame(names, probs, class_names, labels=None, expert_weights=None
         if expert_weights.shape[1] == len(heads):
             for j, f in enumerate(heads):
                 df[f"weight_{f}"] = expert_weights[:, j]
+    if checkpoint is not None:
+        df["checkpoint"] = checkpoint
     return df
+
+
+def write_csv(df, path):
+    """A result table, written atomically (common.utils.atomic_path)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def write_json(doc, path):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
 
 
 def save_checkpoint(path, model, meta):
@@ -129,14 +146,31 @@ def _peak_memory_mb(device):
 def train(cfg):
     """Train one run as described by ``cfg`` (an ``engine.config.TrainConfig``); returns its summary dict.
 
-    Its steps: resolve the config and decide about the run folder (a folder of other settings is refused), read
-    the split list and the features (bad input stops here, before the folder is touched), then write the
-    config and train, keep the best epoch, summarise and test."""
+    Its steps: resolve and check the config, lock the run folder (a second process on the same folder is refused)
+    and decide about it (a folder of other settings is refused), read the split list and the features, build the
+    model (and read the resume state): bad input stops here, before the folder is written. Only then are earlier
+    results cleared, the config written and the epochs run; the best epoch is kept, summarised and tested."""
     cfg = cfg.resolved()
     class_names = config.EMO_RULE[cfg.emo_rule]
     model_class(cfg.model)  # an unknown model stops here, before a run folder is made for it
     device = resolve_device(cfg.device, cfg.gpu)
     run_dir = cfg.run_dir()
+    existed = os.path.isdir(run_dir)
+    lock = FileLock(os.path.join(run_dir, RUN_LOCK), what=f"run folder '{run_dir}'",
+                    hint="wait for that run to end, or give another --run_name").acquire()
+    try:
+        return _train_locked(cfg, class_names, device, run_dir)
+    finally:
+        empty = set(os.listdir(run_dir)) <= {RUN_LOCK} if os.path.isdir(run_dir) else False
+        lock.release(remove=empty)
+        if empty and not existed:  # refused before writing: leave no empty run folder behind
+            try:
+                os.rmdir(run_dir)
+            except OSError:
+                pass
+
+
+def _train_locked(cfg, class_names, device, run_dir):
     state = check_run_folder(run_dir, cfg)
     log = get_logger("mer.train")
     if state == "done":
@@ -144,7 +178,10 @@ def train(cfg):
     early = _Held()  # what is logged before the run folder may be touched, for its train.log
     log.addHandler(early)
     data = load_data(cfg, class_names, device, log)
-    os.makedirs(run_dir, exist_ok=True)
+    model, optimizer = build_model(cfg, data, device, log)
+    history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log) if state == "resume" \
+        else ([], None, 0)
+    # everything is checked: from here on the run folder is written
     if state != "resume":
         clear_results(run_dir)  # nothing of an earlier run may be read as this one's
     log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=state == "resume")
@@ -153,9 +190,6 @@ def train(cfg):
     log.info(f"split {data.split_path}: {len(data.train)} train, {len(data.valid)} valid; features {cfg.feat} dims "
              f"{data.train.feat_dims}")
     write_config(run_dir, cfg)
-    model, optimizer = build_model(cfg, data, device, log)
-    history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log) if state == "resume" \
-        else ([], None, 0)
     meta = {"feat": cfg.feat, "emo_rule": cfg.emo_rule, "class_names": class_names, "seed": cfg.seed,
             "dataset": cfg.dataset, "dialogue_csv": list(cfg.dialogue_csv), "config": cfg.to_dict(),
             "config_hash": cfg.config_hash(), "versions": versions()}
@@ -193,6 +227,7 @@ def load_data(cfg, class_names, device, log):
     split = read_split_json(split_path, class_names)
     cidx = {c: i for i, c in enumerate(class_names)}
     train_info, valid_info = split["train_info"], split["valid_info"]
+    check_no_test_names(cfg, split, split_path)
     stores = load_features(cfg.feat, num_workers=cfg.num_workers, logger=log, progress=not cfg.quiet)
     max_len = cfg.model_args.get("max_len")
     train_set = SampleSet(stores, train_info["names"], [cidx[e] for e in train_info["emos"]],
@@ -207,6 +242,20 @@ def load_data(cfg, class_names, device, log):
         attach_dialogues(train_set, index, log, "train")
         attach_dialogues(valid_set, index, log, "valid")
     return RunData(split_path, split, train_set, valid_set)
+
+
+def check_no_test_names(cfg, split, split_path):
+    """Refuse a split list that trains or validates on names of the test list (the data set's ``test_csv`` or
+    ``--test_csv``): the model would be scored on what it learnt from."""
+    test_csv = cfg.test_csv or config.DATASETS.get(cfg.dataset, {}).get("test_csv")
+    if not (test_csv and os.path.isfile(test_csv)):
+        return
+    test = set(read_names_csv(test_csv))
+    for part in ("train_info", "valid_info"):
+        leak = [n for n in split[part]["names"] if n in test]
+        if leak:
+            raise DataError(f"split list '{split_path}' has {len(leak)} names of the test list '{test_csv}' in {part}: "
+                            f"{', '.join(leak[:5])}; remove them from the split (test names are only scored)")
 
 
 def write_config(run_dir, cfg):
@@ -289,12 +338,13 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
         improved = best is None or row["valid_f1"] > best["valid_f1"] or (
             row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
         if improved:
-            best = dict(row)
+            best = dict(row, checkpoint=new_checkpoint_id())
             save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
-                                                                       "valid_f1": m["f1"]})
-            prediction_frame(data.valid.names, probs, class_names, labels, weights, cfg.feat).to_csv(
-                os.path.join(run_dir, "valid_pred.csv"), index=False, float_format="%.6f")
-        pd.DataFrame(history).to_csv(os.path.join(run_dir, "metrics.csv"), index=False, float_format="%.6f")
+                                                                       "valid_f1": m["f1"],
+                                                                       "checkpoint_id": best["checkpoint"]})
+            prediction_frame(data.valid.names, probs, class_names, labels, weights, cfg.feat,
+                             best["checkpoint"]).pipe(write_csv, os.path.join(run_dir, "valid_pred.csv"))
+        write_csv(pd.DataFrame(history), os.path.join(run_dir, "metrics.csv"))
         torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1,
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
@@ -315,13 +365,12 @@ def finish(cfg, run_dir, model, history, best, device, log):
     summary = {"run_dir": run_dir, "config_hash": cfg.config_hash(), "best_epoch": int(best["epoch"]),
                "valid_loss": best["valid_loss"], "valid_acc": best["valid_acc"], "valid_f1": best["valid_f1"],
                "samples_per_s": float(metrics["samples_per_s"].mean()), "parameters": count_parameters(model),
-               "peak_memory_mb": _peak_memory_mb(device), "device": str(device)}
+               "peak_memory_mb": _peak_memory_mb(device), "device": str(device), "checkpoint": best.get("checkpoint")}
     log.info(f"mean train throughput {summary['samples_per_s']:.0f} samples/s on {device}; "
              f"peak memory {summary['peak_memory_mb']:.0f} MB")
     if cfg.test:
         summary.update(evaluate_test(cfg, run_dir, device, log))
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(summary, os.path.join(run_dir, "summary.json"))
     best_line = (f"BEST: epoch:{best['epoch']:.0f}, loss:{best['valid_loss']:.4f}, "
                  f"acc:{best['valid_acc']:.4f}, f-score:{best['valid_f1']:.4f}")
     log.info(best_line)
@@ -342,8 +391,7 @@ def finished_run(cfg, run_dir, device, log):
     print(f"RUN: {run_dir}", flush=True)
     if cfg.test and "test_f1" not in done:
         done.update(evaluate_test(cfg, run_dir, device, log))
-        with open(summary_path, "w") as f:
-            json.dump(done, f, indent=1)
+        write_json(done, summary_path)
     return done
 
 
@@ -359,12 +407,11 @@ def evaluate_test(cfg, run_dir, device, log):
         label_csv = None
     res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log,
-                       dialogue_csv=list(cfg.dialogue_csv))
+                       dialogue_csv=list(cfg.dialogue_csv), own_run=True)
     if label_csv is None:
         return {}
-    out = {"test_acc": res["acc"], "test_f1": res["f1"]}
-    with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    out = {"test_acc": res["acc"], "test_f1": res["f1"], "checkpoint": res["checkpoint"]}
+    write_json(out, os.path.join(run_dir, "test_metrics.json"))
     line = f"TEST: acc:{res['acc']:.4f}, f-score:{res['f1']:.4f}"
     log.info(line)
     print(line, flush=True)
@@ -372,7 +419,8 @@ def evaluate_test(cfg, run_dir, device, log):
 
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
-                 num_workers=4, log=None, drop_experts=(), write_heads=False, dialogue_csv=None):
+                 num_workers=4, log=None, drop_experts=(), write_heads=False, dialogue_csv=None,
+                 allow_unfinished=False, own_run=False):
     """test.py: class probabilities of a run's best model for a name list (a CSV with a ``name`` column, or
     the list itself); metrics where labels are given.
     ``label_csv``: a label CSV, or a dict ``name -> label``.
@@ -381,10 +429,16 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     read too. The names of the list are cut into dialogues (a name with no dialogue id stands alone).
     ``drop_experts``: feature names to leave out, as if that input were missing (its files are not read).
     ``write_heads``: for models with expert heads (moe), also write each head's predictions beside
-    ``out_csv`` as ``<out>__head_<expert>.csv`` (same format; ``cross-modal`` for the fused-input head)."""
+    ``out_csv`` as ``<out>__head_<expert>.csv`` (same format; ``cross-modal`` for the fused-input head).
+    ``allow_unfinished``: predict from a run that is not finished (engine/results.py), else it is refused
+    (``own_run``: the run scoring itself at its end, before its summary is written).
+    Every prediction row records the checkpoint's id (``checkpoint`` column)."""
     log = log or get_logger("mer.test")
     device = resolve_device(device, gpu)
     model, ckpt = load_run(run_dir, device)
+    ckpt_id = str(ckpt.get("checkpoint_id") or "unstamped")
+    if not own_run:
+        check_finished(run_dir, allow_unfinished, log, ckpt_id)
     class_names, feats = ckpt["class_names"], ckpt["feat"]
     unknown = [f for f in drop_experts if f not in feats]
     if unknown:
@@ -407,7 +461,7 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         index = DialogueIndex.for_dataset(config.DATASETS.get(ckpt.get("dataset")), extra)
         attach_dialogues(samples, index, log, f"'{names_csv}'")
     probs, weights, _, heads = predict(model, samples, batch_size, drop=drop, return_heads=True)
-    labels, result = None, {"run_dir": run_dir, "n": len(names)}
+    labels, result = None, {"run_dir": run_dir, "n": len(names), "checkpoint": ckpt_id}
     if isinstance(label_csv, dict):
         missing = [n for n in names if n not in label_csv]
         if missing:
@@ -425,17 +479,16 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         report, cm = full_report(labels, preds, class_names)
         result["report"], result["confusion"] = report, cm
         result["confusion_text"] = format_confusion(cm, class_names)
-    df = prediction_frame(names, probs, class_names, labels, weights, feats)
+    df = prediction_frame(names, probs, class_names, labels, weights, feats, ckpt_id)
     if out_csv:
         os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
-        df.to_csv(out_csv, index=False, float_format="%.6f")
+        write_csv(df, out_csv)
         result["head_csvs"] = []
         if write_heads and heads is not None:
             head_names = list(feats) + ["cross-modal"] if heads.shape[1] == len(feats) + 1 else list(feats)
             for j, head in enumerate(head_names):
                 path = f"{os.path.splitext(out_csv)[0]}__head_{head}.csv"
-                prediction_frame(names, heads[:, j], class_names, labels).to_csv(path, index=False,
-                                                                                 float_format="%.6f")
+                write_csv(prediction_frame(names, heads[:, j], class_names, labels, checkpoint=ckpt_id), path)
                 result["head_csvs"].append(path)
         if labels is not None:
             png = os.path.splitext(out_csv)[0] + "_confusion.png"

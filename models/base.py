@@ -112,6 +112,16 @@ class MERModel(nn.Module):
 
 
 def weighted_mean(values, weights=None):
+    """The batch's mean of ``values`` with each sample scaled by its weight: ``sum(w * v) / B``.
+
+    Dividing by the batch size (not by the sum of weights) makes a weight mean the same in every batch: a
+    pseudo-label of weight 0.5 counts half as much as a labelled sample, whether its batch is mixed or holds
+    only pseudo-labels (normalising by the weights' sum would scale an all-0.5 batch back to weight 1)."""
     if weights is None:
         return values.mean()
-    return (values * weights).sum() / weights.sum().clamp_min(1e-8)
+    return (values * weights).sum() / values.shape[0]
+
+
+def masked_mean(values, mask):
+    """The mean of ``values`` over the entries where ``mask`` is 1 (e.g. the real utterances of padded videos)."""
+    return (values * mask).sum() / mask.sum().clamp_min(1e-8)

@@ -55,6 +55,7 @@ import _paths  # noqa: F401
 import config
 from dataloader.files import DataError, read_names_csv
 from common.utils import get_logger as utils_get_logger
+from engine.config import emo_rule_of
 from teachers.client import (AbortRun, AuthError, MediaSource, TeacherRunner, build_backend,
                                     default_teacher_name, read_subtitles, shorten_base64, summary_line,
                                     with_subtitle)
@@ -174,7 +175,7 @@ def main(argv=None):
             if args.dataset not in config.DATASETS:
                 raise DataError(f"unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)})")
             ds = config.DATASETS[args.dataset]
-        emo_rule = args.emo_rule or (ds["emo_rule"] if ds else "MER")
+        emo_rule = emo_rule_of(args.dataset, args.emo_rule) if ds else (args.emo_rule or "MER")
         from teachers.prompt import label_set, render_prompt
         labels = label_set(emo_rule)
         prompt = render_prompt(emo_rule, path=args.prompt, lang=args.lang)

@@ -46,6 +46,7 @@ import sys
 
 import _paths  # noqa: F401
 import config
+from engine.config import emo_rule_of
 from dataloader.files import DataError
 from extraction.text_encoders import OptionalDependencyError, resolve_package_model  # noqa: F401
 from teachers.knowledge import convert, fit_texts  # noqa: F401  (the library behind this script)
@@ -83,7 +84,7 @@ def main(argv=None):
             if args.dataset not in config.DATASETS:
                 raise DataError(f"unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)})")
             ds = config.DATASETS[args.dataset]
-        emo_rule = args.emo_rule or (ds["emo_rule"] if ds else "MER")
+        emo_rule = emo_rule_of(args.dataset, args.emo_rule) if ds else (args.emo_rule or "MER")
         fit_names = args.fit_names or (ds.get("label_csv") if ds else None)
         out = args.out
         if out is None and ds and ds.get("teacher_dir"):

@@ -90,7 +90,8 @@ def test_frame_level_padding_mask_and_even_subsampling(tmp_path):
     store = pack_feature("au", root, 2, True, cache_root=str(tmp_path / "c"), progress=False)
     x, mask = store.gather(store.rows(["short", "long"]))
     assert x.shape == (2, 10, 2) and mask.sum(1).tolist() == [3, 10]
-    np.testing.assert_array_equal(x[0, :3], seqs["short"]) and np.testing.assert_array_equal(x[0, 3:], 0)
+    np.testing.assert_array_equal(x[0, :3], seqs["short"])  # real frames first, then zero padding
+    np.testing.assert_array_equal(x[0, 3:], 0)
     x, mask = store.gather(store.rows(["short", "long"]), max_len=5)
     assert x.shape == (2, 5, 2) and mask.sum(1).tolist() == [3, 5]
     np.testing.assert_array_equal(x[1], seqs["long"][[0, 2, 4, 6, 8]])  # evenly spaced frames
