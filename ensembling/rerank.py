@@ -33,7 +33,9 @@ has changed, so later rules (margins included) see the corrected scores. Hence e
 Validation data (scores, labels, names, teacher answers) runs through the same rules, in the same order:
 ``bias`` is fitted on it, and the report gives per rule the validation weighted F1 before and after it
 (sequentially, after the earlier rules) and flags a rule that lowers it with ``HURTS VALIDATION F1``.
-Choose rules on validation only; the test predictions never feed back into any rule.
+Choose rules on validation only; the test predictions never feed back into any rule. The validation F1 after
+a ``bias`` rule is measured on the rows its offsets were fitted on (in-sample, optimistic):
+``ensembling.oof`` cross-fits the rules over out-of-fold predictions for a held-out figure.
 """
 
 import math
@@ -74,12 +76,17 @@ class Validation:
 @dataclass
 class RerankResult:
     """Everything :func:`rerank` computes: test ``pred`` and final ``scores``, the ``report``, the validation
-    predictions after all rules (or None) and the rules as validated (defaults filled in)."""
+    predictions after all rules (or None) and the rules as validated (defaults filled in); ``steps`` and
+    ``valid_steps``: the test and validation predictions after each rule (``steps[i]`` after rule ``i + 1``;
+    validation entries None without validation data), which ``ensembling.oof`` scores rule by rule on
+    held-out folds."""
     pred: np.ndarray
     scores: np.ndarray
     report: pd.DataFrame
     valid_pred: np.ndarray = None
     rules: list = None
+    steps: list = None
+    valid_steps: list = None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -168,14 +175,20 @@ def validate_rules(rules, class_names, source="rules"):
 
 
 def load_rules(path, class_names):
-    """Read and check a rules YAML file; an empty file means no rules."""
+    """Read and check a rules YAML file.
+
+    A file that holds no rule (empty, only comments, or an empty list) is refused: asking for rules and
+    getting none is most likely the wrong file, and the report would silently say nothing."""
     if not os.path.isfile(path):
         raise DataError(f"rules file '{path}' does not exist (see rerank_rules.yaml for an example)")
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         try:
             rules = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise DataError(f"rules file '{path}' is not valid YAML: {e}") from e
+    if rules is None or rules == []:
+        raise DataError(f"rules file '{path}' holds no rules (it is empty or only comments): give a rules file "
+                        "with at least one rule (see rerank_rules.yaml), or leave out --rules")
     return validate_rules(rules, class_names, source=f"rules file '{path}'")
 
 
@@ -275,7 +288,10 @@ def _smoothed_distribution(pred, n_classes):
 def fit_bias(scores, labels, classes_idx=None, iterations=100, fixed=None, fixed_pred=None):
     """Per-class log-score offsets ``(C,)`` that make the predicted label distribution of ``scores`` match
     the distribution of ``labels`` (see the module docstring). ``fixed``/``fixed_pred``: samples whose
-    prediction is already decided (they count in the distribution but do not move)."""
+    prediction is already decided (they count in the distribution with their ``fixed_pred`` label but do not
+    move). ``fixed`` with a decided sample needs ``fixed_pred`` (the predictions, ``(N,)``; only the fixed
+    entries are read): without it those samples' labels are unknown, and counting them as any class would
+    skew the fit, so a :class:`ValueError` says so (:func:`rerank` always passes both)."""
     scores = np.asarray(scores, dtype=np.float64)
     n, n_classes = scores.shape
     labels = np.asarray(labels, dtype=np.int64)
@@ -284,12 +300,23 @@ def fit_bias(scores, labels, classes_idx=None, iterations=100, fixed=None, fixed
     with np.errstate(divide="ignore"):
         logs = np.log(scores)
     fixed = np.zeros(n, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool)
+    if fixed.shape != (n,):
+        raise ValueError(f"fixed must be {n} booleans, got shape {fixed.shape}")
+    if fixed.any():
+        if fixed_pred is None:
+            raise ValueError(f"fit_bias: {int(fixed.sum())} samples are fixed but fixed_pred is None: pass the "
+                             "fixed samples' predictions (fixed_pred), they count in the predicted distribution")
+        fixed_pred = np.asarray(fixed_pred, dtype=np.int64)
+        if fixed_pred.shape != (n,):
+            raise ValueError(f"fixed_pred must be {n} class indices, got shape {fixed_pred.shape}")
+    else:
+        fixed_pred = 0  # unused: no sample is fixed
     target = np.bincount(labels, minlength=n_classes) / n
     target_s = _smoothed_distribution(labels, n_classes)
     b = np.zeros(n_classes)
     best_b, best_d, step = b.copy(), np.inf, 1.0
     for _ in range(iterations + 1):
-        pred = np.where(fixed, fixed_pred if fixed_pred is not None else 0, (logs + b).argmax(1))
+        pred = np.where(fixed, fixed_pred, (logs + b).argmax(1))
         d = np.abs(np.bincount(pred, minlength=n_classes) / n - target).sum()
         if d < best_d - 1e-12:
             best_b, best_d = b.copy(), d
@@ -360,7 +387,7 @@ def rerank(rules, scores, class_names, names, teacher=None, valid=None, pred=Non
     val = _as_validation(valid, class_names)
     if val is not None and val.teacher is None:
         val.teacher = teacher
-    rows = []
+    rows, steps, valid_steps = [], [], []
     for i, rule in enumerate(rules, 1):
         where = f"rule {i} ({rule['type']})"
         before_test = test.pred.copy()
@@ -391,9 +418,12 @@ def rerank(rules, scores, class_names, names, teacher=None, valid=None, pred=Non
                      "valid_changed": 0 if val is None else int((val.pred != before_val).sum()),
                      "valid_f1_before": f1_before, "valid_f1_after": f1_after,
                      "flag": HURTS if f1_after < f1_before - 1e-12 else "", "offsets": offsets})
+        steps.append(test.pred.copy())
+        valid_steps.append(None if val is None else val.pred.copy())
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     return RerankResult(pred=test.pred, scores=test.scores, report=report,
-                        valid_pred=None if val is None else val.pred, rules=rules)
+                        valid_pred=None if val is None else val.pred, rules=rules, steps=steps,
+                        valid_steps=valid_steps)
 
 
 def apply_rules(rules, scores, class_names, names, teacher=None, valid=None, pred=None):

@@ -9,6 +9,8 @@ optional ``label`` (the truth, where known), ``pred`` and ``prob_<class>`` for e
 * :func:`vote`: ``majority`` | ``soft`` | ``weighted`` -> scores ``(N, C)`` and predictions ``(N,)``.
 * :func:`fit_weights`: greedy forward selection with replacement (Caruana et al., 2004) on VALIDATION
   predictions only; the weights then go to :func:`vote` with ``mode="weighted"`` on the test predictions.
+  Their F1 on the predictions they were fitted on is in-sample: ``ensembling.oof`` fits them on out-of-fold
+  predictions and cross-fits them for a held-out figure.
 """
 
 import os
@@ -32,6 +34,8 @@ class Members:
     ``probs``: ``(R, N, C)`` float64, each row renormalised to sum 1, columns in ``class_names`` order;
     ``labels``: ``(N,)`` class indices from the files' ``label`` column, or None where no file has one;
     ``member_ids``: a short unique id per member, from its path; ``paths``: the files read.
+    Members read from fold groups (``ensembling.oof``) also carry ``folds``: ``(N,)`` the fold of each name
+    (out-of-fold validation predictions; None otherwise) and ``groups``: the files of each member.
     """
     names: list
     class_names: list
@@ -39,6 +43,8 @@ class Members:
     member_ids: list
     labels: np.ndarray = None
     paths: list = field(default_factory=list)
+    folds: np.ndarray = None
+    groups: list = None
 
 
 def prob_classes(path):

@@ -19,8 +19,12 @@ Strategies (the baselines and the two recipes of the semi-supervised track):
 * ``student`` (S-PL): the student's own predictions whose probability reaches ``min_prob``, class-balanced:
   at most ``top_k`` per predicted class, the most probable first.
 * ``consensus`` (MRAC25): samples where the stage-1 prediction and the teacher's label agree; with several
-  stage-1 runs or several teachers, ``rule='all'`` needs every voter to agree, ``'majority'`` more than half
-  of the voters (runs and teachers together) on the label, which must be the runs' mean prediction.
+  stage-1 runs or several teachers, ``rule='all'`` needs every voter to agree (a teacher without a usable
+  answer or under ``min_conf`` then blocks the sample: all means all), ``'majority'`` more than half of the
+  voters that vote (runs and teachers together) on the label, which must be the runs' mean prediction and
+  have at least one teacher's vote. Under ``'majority'`` a teacher without a usable answer or under
+  ``min_conf`` abstains: it counts neither for nor against. Stage-1 runs always vote, so nobody voting means
+  no teacher voting: such a sample gets no pseudo label (the runs alone are the ``student`` strategy).
   Optional thresholds on the model probability and on the teacher confidence.
 * ``acl`` (ACL-MER): refined scores ``s = p + p_t * sum_teachers 1[teacher label = c and conf >= c_t]`` (not
   renormalised: the boost is what lets teacher agreement lower the student confidence needed, so that
@@ -111,7 +115,9 @@ def select_consensus(probs, teacher_labels, teacher_conf, rule="all", min_prob=0
     if rule == "all":
         chosen = agree == voters.shape[0]
     elif rule == "majority":
-        chosen = (agree * 2 > voters.shape[0]) & (teacher_votes == pred[None, :]).any(0)
+        # abstaining teachers (-1) are left out of the count; at least one teacher must vote for the label
+        voting = (voters >= 0).sum(0)
+        chosen = (agree * 2 > voting) & (teacher_votes == pred[None, :]).any(0)
     else:
         raise ValueError(f"consensus rule must be 'all' or 'majority', got '{rule}'")
     chosen &= mean.max(1) >= min_prob

@@ -373,7 +373,7 @@ def read_texts(path):
         raise DataError(f"texts file '{path}' does not exist")
     if path.endswith((".jsonl", ".json")):
         names, texts = [], []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM must not make line 1 unreadable
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue

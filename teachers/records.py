@@ -112,7 +112,7 @@ def read_teacher_jsonl(path, emo_rule="MER"):
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = json.loads(raw.decode("utf-8-sig"))  # -sig: a BOM (Windows editors) must not cost line 1
             except UnicodeDecodeError as e:
                 problems.append(Problem(i, "malformed", f"not UTF-8 text ({e.reason} at byte {e.start})"))
                 continue

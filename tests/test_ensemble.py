@@ -11,7 +11,8 @@ import config
 from conftest import REPO
 from ensembling.voting import fit_weights, member_ids, read_members, vote, weighted_f1
 from common.errors import DataError
-from ensembling.rerank import HURTS, Validation, apply_rules, fit_bias, load_rules, rerank, validate_rules
+from ensembling.rerank import (HURTS, Validation, apply_rules, fit_bias, load_rules, rerank, teacher_answers,
+                               validate_rules)
 from ensembling.submission import check_submission, write_submission
 
 MER = config.EMO_RULE["MER"]
@@ -346,3 +347,74 @@ def test_ensemble_cli_end_to_end(tmp_path, capsys):
     # weighted without validation predictions or weights
     assert cli.main(["--preds", *runs, "--mode", "weighted", "--out", str(bad_out)]) == 2
     assert "--valid_preds" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------
+# small fixes: fixed samples in fit_bias, BOM in teacher files, empty rules files, a member given twice
+# ------------------------------------------------------------------------------------------------------
+def test_fit_bias_refuses_fixed_samples_without_their_predictions():
+    scores = np.array([[.95, .05], [.8, .2], [.6, .4], [.55, .45]])
+    fixed = np.array([False, False, False, True])
+    # without fixed_pred the fixed sample's label is unknown: it used to be counted as class 0
+    with pytest.raises(ValueError, match=r"1 samples are fixed but fixed_pred is None"):
+        fit_bias(scores, [0, 0, 1, 1], fixed=fixed)
+    # with it, the fixed sample counts as its decided label: decided 1, only one more flip is needed
+    b1 = fit_bias(scores, [0, 0, 1, 1], fixed=fixed, fixed_pred=[0, 0, 0, 1])
+    s = scores[:3] * np.exp(b1)
+    assert s.argmax(1).tolist() == [0, 0, 1]
+    # decided 0: the other three must give 0, 1, 1... and no fixed sample (all False) needs no fixed_pred
+    b0 = fit_bias(scores, [0, 0, 1, 1], fixed=fixed, fixed_pred=[0, 0, 0, 0])
+    assert (scores[:3] * np.exp(b0)).argmax(1).tolist() == [0, 1, 1]
+    np.testing.assert_allclose(fit_bias(scores, [0, 0, 1, 1], fixed=np.zeros(4, bool)), fit_bias(scores, [0, 0, 1, 1]))
+
+
+def test_teacher_files_with_a_bom_keep_their_first_record(tmp_path):
+    from teachers.client.output import read_output
+    from teachers.offline import read_texts
+    from teachers.records import read_teacher_jsonl
+    path = tmp_path / "teacher.jsonl"
+    recs = [{"name": n, "label": lab, "scores": {c: float(c == lab) for c in MER}, "confidence": 5,
+             "description": f"{lab} face", "teacher": "t"} for n, lab in [("c1", "happy"), ("c2", "sad")]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8-sig")  # starts with a BOM
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    df, problems = read_teacher_jsonl(str(path), "MER")
+    assert df["name"].tolist() == ["c1", "c2"] and problems == []
+    assert teacher_answers(str(path), MER) == {"c1": ("happy", 5.0), "c2": ("sad", 5.0)}
+    state = read_output(str(path))
+    assert list(state.records) == ["c1", "c2"] and state.bad_lines == []
+    assert read_texts(str(path)) == (["c1", "c2"], ["happy face", "sad face"])
+
+
+def test_an_empty_rules_file_is_refused(tmp_path, capsys):
+    import ensemble as cli
+    for text in ("", "# only a comment\n\n", "[]\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(DataError, match=r"rules file '.*empty\.yaml' holds no rules .*give a rules file with at "
+                                            r"least one rule .*or leave out --rules"):
+            load_rules(str(path), MER)
+    pred = _pred_csv(tmp_path / "m0.csv", ["a", "b"], np.eye(6)[:2], MER)
+    assert cli.main(["--preds", pred, "--rules", str(path), "--out", str(tmp_path / "sub.csv")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: rules file")
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_member_file_given_twice_is_refused(tmp_path, capsys):
+    import ensemble as cli
+    run = tmp_path / "seed0" / "run"
+    names = ["a", "b", "c"]
+    test = _pred_csv(run / "test_pred.csv", names, np.eye(6)[:3], MER)
+    valid = _pred_csv(run / "valid_pred.csv", names, np.eye(6)[:3], MER, labels=MER[:3])
+    other = _pred_csv(tmp_path / "seed1" / "run" / "test_pred.csv", names, np.eye(6)[:3], MER)
+    out = str(tmp_path / "sub.csv")
+    for argv, flag, twice in [(["--preds", test, other, test], "--preds", test),
+                              (["--preds", str(run), test], "--preds", test),  # a run folder: its test_pred.csv
+                              (["--preds", test, other, "--valid_preds", valid, valid], "--valid_preds", valid)]:
+        assert cli.main(argv + ["--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} gives '{twice}' twice")
+        assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out)
+    # the same run under --preds and --valid_preds is normal
+    assert cli.main(["--preds", str(run), "--valid_preds", str(run), "--out", out]) == 0

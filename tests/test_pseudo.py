@@ -99,6 +99,26 @@ def test_consensus_rules():
         pseudo.select_consensus(PROBS, T_LAB, T_CONF, rule="some")
 
 
+def test_consensus_majority_counts_only_the_voters_that_vote():
+    # two runs that disagree on sample 1 (run 0 says 0, run 1 says 1; mean [.475, .45, .075] -> 0), teacher 0
+    # says 1 (conf 4), teacher 1 says 0 (conf 5): with min_conf 5 teacher 0 abstains, so 2 of the 3 voters that
+    # vote (run 0, teacher 1) agree on 0 -> chosen. Counted as a vote against it was 2 of 4, not a majority.
+    other = PROBS.copy()
+    other[1] = [0.45, 0.5, 0.05]
+    sel = pseudo.select_consensus([PROBS, other], T_LAB, T_CONF, rule="majority", min_conf=5)
+    assert 1 in sel.index.tolist()
+    assert sel.label[sel.index.tolist().index(1)] == 0
+    # every teacher abstains (no answer or under min_conf): nobody but the runs votes -> no pseudo label
+    no_teacher = np.full((2, 6), -1)
+    assert len(pseudo.select_consensus(PROBS, no_teacher, np.full((2, 6), np.nan), rule="majority")) == 0
+    assert len(pseudo.select_consensus(PROBS, T_LAB, T_CONF, rule="majority", min_conf=6)) == 0
+    # an abstaining teacher does not make a minority a majority: run 0 (0) against teacher 0 (1) on sample 1,
+    # teacher 1 abstains -> 1 of 2 agree with the mean prediction 0 -> not chosen
+    t_lab = T_LAB.copy()
+    t_lab[1, 1] = -1
+    assert 1 not in pseudo.select_consensus(PROBS, t_lab, T_CONF, rule="majority").index.tolist()
+
+
 def test_none_and_dispatch():
     assert len(pseudo.select("none")) == 0
     sel = pseudo.select("acl", PROBS, T_LAB, T_CONF, t=1)

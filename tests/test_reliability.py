@@ -142,6 +142,11 @@ def test_results_carry_their_checkpoint_and_stale_ones_are_refused(tiny, capsys)
         f.write(old)
     with pytest.raises(DataError, match=r"test_pred.csv' came from checkpoint .* now .*stale"):
         check_current(run, os.path.join(run, "test_pred.csv"))
+    import ensemble  # the ensemble does not vote with it, whether given the run folder or the file
+    for member in (run, os.path.join(run, "test_pred.csv")):
+        assert ensemble.main(["--preds", member, "--emo_rule", "TINY", "--out", str(tiny.tmp / "sub.csv")]) == 2
+        assert "is stale; rewrite it with test.py" in capsys.readouterr().err
+    assert not os.path.exists(tiny.tmp / "sub.csv")
     legacy = pd.read_csv(os.path.join(run, "test_pred.csv")).drop(columns="checkpoint")
     legacy.to_csv(os.path.join(run, "test_pred.csv"), index=False)
     with pytest.raises(DataError, match="records no checkpoint"):

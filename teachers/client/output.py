@@ -90,7 +90,7 @@ def read_output(path):
                 truncated = truncated or not line.endswith(b"\n")  # NUL bytes after a crash mid-write
                 continue
             try:
-                obj = json.loads(line.decode("utf-8"))
+                obj = json.loads(line.decode("utf-8-sig"))  # a BOM must not make line 1 unreadable
             except (UnicodeDecodeError, ValueError):
                 if line.endswith(b"\n"):
                     bad.append(i)
