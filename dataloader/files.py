@@ -127,11 +127,21 @@ def _clean_info(info):
     return out
 
 
+def missing_split(path):
+    """The message for a split list that does not exist, with the fix that fits the file: build_splits.py writes
+    ``seed<k>.json`` and ``fold<k>.json``; other lists come from the command that wrote them."""
+    base = os.path.basename(path)
+    if re.fullmatch(r"(seed|fold)\d+\.json", base):
+        return (f"split list '{path}' does not exist; build it with `python preprocess/build_splits.py --dataset "
+                f"<name>`{' --kfold K' if base.startswith('fold') else ''}")
+    return (f"split list '{path}' does not exist; check the path, or rerun the command that writes it "
+            "(pseudo_label.py, semi.py, bench/low_resource.py write theirs into their output folder)")
+
+
 def read_split_json(path, emo_rule=None):
     """Read and check a split list; returns the dict with ``train_info`` and ``valid_info``."""
     if not os.path.isfile(path):
-        raise DataError(f"split list '{path}' does not exist; build it with "
-                        "`python preprocess/build_splits.py --dataset <name>`")
+        raise DataError(missing_split(path))
     with open(path) as f:
         try:
             doc = json.load(f)

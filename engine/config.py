@@ -30,6 +30,7 @@ import yaml
 
 import config
 from common.errors import DataError
+from dataloader.files import missing_split
 from common.utils import parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
 
 DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
@@ -239,8 +240,7 @@ def _hash(doc):
 
 def file_sha1(path, what):
     if not os.path.isfile(path):
-        raise DataError(f"{what} '{path}' does not exist" + (
-            "; build it with `python preprocess/build_splits.py --dataset <name>`" if what == "split list" else ""))
+        raise DataError(missing_split(path) if what == "split list" else f"{what} '{path}' does not exist")
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -241,7 +241,7 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
             state = json.load(f)
         log.info(f"ACL: resuming after {len(state['history'])} finished iterations ({len(state['taken'])} taken)")
     taken = pd.DataFrame(state["taken"], columns=["name", "emo", "source", "confidence", "weight"])
-    t = len(state["history"])
+    t = final_iteration(state)
     while True:
         cur_split = split if t == 0 else os.path.join(out_dir, f"acl_iter{t}.json")
         # iteration 0 is the labelled-only model: the same run as two_stage's stage 1, shared with it
@@ -253,7 +253,7 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
         remaining = [i for i, n in enumerate(pool) if n not in taken_names]
         if not remaining:
             log.info("ACL: the unlabelled pool is used up")
-            state["done"] = True
+            state["done"], state["final_iteration"] = True, t
             _save_state(state_path, state)
             break
         rem_names = [pool[i] for i in remaining]
@@ -268,8 +268,8 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
                                  "valid_f1": summary["valid_f1"], "test_f1": summary.get("test_f1"),
                                  "pool_left": len(rem_names) - len(frame)})
         log.info(f"ACL iteration {t}: valid F1 {summary['valid_f1']:.4f}; took {len(frame)}")
-        if len(frame) == 0:
-            state["done"] = True
+        if len(frame) == 0:  # the model just trained, on acl_iter{t} (or the labelled list), is the result
+            state["done"], state["final_iteration"] = True, t
             _save_state(state_path, state)
             break
         frame = frame.assign(source=f"acl_iter{t}")
@@ -287,6 +287,19 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
     return {"strategy": "acl", "stage1": state["history"][0] if state["history"] else None,
             "stage2": _result(summary), "n_pseudo": len(taken), "precision": prec,
             "counts": {c: int((taken["emo"] == c).sum()) for c in class_names}, "history": state["history"]}
+
+
+def final_iteration(state):
+    """The iteration a (re)started loop trains or reads next: after a finished loop, the one whose model is the
+    result (a round that took no sample wrote no ``acl_iter<t+1>.json``: its own model is the last); else the
+    first that has not been trained."""
+    t = len(state["history"])
+    if state.get("done"):
+        if "final_iteration" in state:
+            return int(state["final_iteration"])
+        if state["history"] and state["history"][-1]["taken"] == 0:  # a state file of an earlier version
+            return t - 1
+    return t
 
 
 def _save_state(path, state):

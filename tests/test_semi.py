@@ -133,6 +133,38 @@ def test_acl_loop_resumes_after_interruption(lowres, monkeypatch):
     assert 0 <= res["stage2"]["test_f1"] <= 1
 
 
+def test_acl_rerun_after_a_round_that_took_no_sample_finishes(lowres):
+    """A round that takes nothing ends the loop without writing its next split list; a rerun (the README's own
+    resume) must finish from the model that round trained, not look for acl_iter<t+1>.json."""
+    split, pool, truth, teacher, truth_csv = _setup(lowres)
+    out = str(lowres.tmp / "acl_none")
+    kw = {"theta": 1.5, "p_init": 0.6}  # no refined score reaches 1.5: the first round takes nothing
+    first = semi.acl_loop("tiny", 0, split, TRAIN_ARGS, [teacher], pool, truth_csv, out, max_iter=3, acl_kw=kw,
+                          device="cpu")
+    state = json.load(open(os.path.join(out, "acl_state.json")))
+    assert state["done"] and [h["taken"] for h in state["history"]] == [0]
+    assert not os.path.exists(os.path.join(out, "acl_iter1.json"))
+    ckpt = os.path.join(out, "tiny", "seed0", "auto_attention", "stage1", "best.pth")
+    mtime = os.path.getmtime(ckpt)
+    again = semi.acl_loop("tiny", 0, split, TRAIN_ARGS, [teacher], pool, truth_csv, out, max_iter=3, acl_kw=kw,
+                          device="cpu")
+    assert os.path.getmtime(ckpt) == mtime  # nothing trained again
+    assert again["stage2"] == first["stage2"] and again["n_pseudo"] == 0 and again["history"] == first["history"]
+    # a state file of an earlier version (no final_iteration) resumes the same way
+    del state["final_iteration"]
+    json.dump(state, open(os.path.join(out, "acl_state.json"), "w"))
+    assert semi.acl_loop("tiny", 0, split, TRAIN_ARGS, [teacher], pool, truth_csv, out, max_iter=3, acl_kw=kw,
+                         device="cpu")["stage2"] == first["stage2"]
+
+
+def test_a_missing_split_list_gets_the_fix_that_fits_it(tmp_path):
+    with pytest.raises(DataError, match="build_splits.py --dataset <name>` --kfold K"):
+        read_split_json(str(tmp_path / "fold3.json"))
+    with pytest.raises(DataError, match="rerun the command that writes it") as e:
+        read_split_json(str(tmp_path / "acl_iter2.json"))
+    assert "build_splits" not in str(e.value)
+
+
 def test_two_stage_rerun_with_other_train_args_is_refused_never_reports_the_old_f1(lowres):
     split, pool, truth, teacher, truth_csv = _setup(lowres)
     out = str(lowres.tmp / "semi_rerun")
