@@ -29,7 +29,7 @@ import eval_avg_performance as eap  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from common.errors import DataError  # noqa: E402
 from engine.trainer import train  # noqa: E402
-from common.utils import error_line, parse_feat_list  # noqa: E402
+from common.utils import add_threads_flag, error_line, parse_feat_list, set_threads  # noqa: E402
 
 
 def experiments(feats, parts):
@@ -67,7 +67,9 @@ def main(argv=None):
     p.add_argument("--parts", default="alone,all,without")
     p.add_argument("--save_root", default=None, help="default: saved/ablation_<dataset>_<model>")
     p.add_argument("--train_args", default="", help="further train.py flags, e.g. \"--epochs 20 --lr 1e-3\"")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     feats = parse_feat_list(args.feat)
     parts = set(args.parts.split(","))
     save_root = args.save_root or os.path.join("saved", f"ablation_{args.dataset}_{args.model}")

@@ -22,7 +22,7 @@ from engine.config import emo_rule_of
 from pseudo import strategies as pseudo
 from dataloader.files import DataError, read_names_csv, read_split_json
 from pseudo.drivers import (forbidden_names, read_truth, student_probs, teacher_matrix, write_pseudo_split)
-from common.utils import get_logger
+from common.utils import add_threads_flag, get_logger, set_threads
 
 
 def build_parser():
@@ -49,6 +49,7 @@ def build_parser():
             g.add_argument(f"--{k}", type=float, default=v, help=f"ACL (default {v})")
     g.add_argument("--weight", type=float, default=1.0, help="loss weight of a pseudo-labelled sample")
     g.add_argument("--weight_by_confidence", action="store_true", help="multiply the weight by the confidence")
+    add_threads_flag(p)
     return p
 
 
@@ -68,6 +69,7 @@ def strategy_kwargs(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     log = get_logger("mer.pseudo")
     try:
         ds_cfg = config.DATASETS.get(args.dataset, {})

@@ -23,6 +23,7 @@ import config
 from pseudo_label import build_parser as pl_parser, strategy_kwargs
 from dataloader.files import DataError, read_names_csv
 from pseudo.drivers import acl_loop, two_stage
+from common.utils import set_threads
 
 
 def build_parser():
@@ -39,6 +40,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     try:
         ds_cfg = config.DATASETS.get(args.dataset, {})
         split = args.split or os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, f"seed{args.seed}.json")

@@ -31,7 +31,7 @@ import yaml
 
 from dataloader.files import DataError, read_split_json
 from engine.trainer import evaluate_run
-from common.utils import error_line
+from common.utils import add_threads_flag, error_line, set_threads
 
 
 def run_id(run_dir):
@@ -76,7 +76,9 @@ def main(argv=None):
     p.add_argument("--allow_unfinished", action="store_true",
                    help="predict from a run that is not finished (stopped, or still training) with its best epoch so "
                         "far; without it such a run is refused")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if len(args.run) > 1 and not args.out_dir:
         p.error("several --run folders need --out_dir")
     if args.out and len(args.run) > 1:

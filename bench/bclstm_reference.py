@@ -38,7 +38,7 @@ import config
 from dataloader import DialogueIndex, load_features
 from models.base import masked_mean
 from dataloader.files import label_indices, read_names_csv, read_label_csv
-from common.utils import resolve_device, set_seed
+from common.utils import add_threads_flag, resolve_device, set_seed, set_threads
 from corpora.mosi import convert as convert_mosi
 
 FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
@@ -172,7 +172,9 @@ def main(argv=None):
     p.add_argument("--max_epochs", type=int, default=200)
     p.add_argument("--standardise", action="store_true", help="z-score the features (training statistics)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if args.dataset not in config.DATASETS:
         p.error(f"unknown data set '{args.dataset}'; known: {', '.join(sorted(config.DATASETS))}")
     ds = config.DATASETS[args.dataset]

@@ -33,7 +33,7 @@ from dataloader.files import read_label_csv
 from common.metrics import emotion_metrics
 from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
 from engine.trainer import train
-from common.utils import get_logger
+from common.utils import add_threads_flag, get_logger, set_threads
 from dataloader import splits as build_splits
 
 
@@ -89,7 +89,9 @@ def main(argv=None):
     p.add_argument("--rules", default=os.path.join(_paths.REPO_ROOT, "rerank_rules.yaml"))
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_ensemble"))
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     log = get_logger("mer.bench_ensemble", os.path.join(args.save_root, "bench.log"), append=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     ds = config.DATASETS["demo"]

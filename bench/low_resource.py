@@ -35,7 +35,7 @@ import _paths  # noqa: F401
 import config
 from dataloader.files import read_split_json, write_split_json
 from pseudo.drivers import acl_loop, two_stage
-from common.utils import get_logger
+from common.utils import add_threads_flag, get_logger, set_threads
 
 # Per data set: features, teacher files (relative to the data set's teacher_dir), train.py flags.
 PRESETS = {
@@ -99,7 +99,9 @@ def main(argv=None):
                         "run's files are tagged consensus_k<K>")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=None, help="default saved/low_resource_<dataset>")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
 
     preset = PRESETS[args.dataset]
     ds = config.DATASETS[args.dataset]

@@ -27,6 +27,7 @@ from engine.config import TrainConfig
 from models.context import CONTEXT_LEVELS, context_run_name
 from engine.trainer import train
 from corpora import meld
+from common.utils import add_threads_flag, set_threads
 
 
 FEATS = ["meld-minilm-UTT", "meld-tfidf-UTT"]
@@ -85,7 +86,9 @@ def main(argv=None):
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_meld"))
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if args.context < 1:
         p.error("--context must be at least 1 (the run without context is always trained)")
 

@@ -37,6 +37,7 @@ from engine.selection import one_standard_error
 from engine.trainer import train
 from corpora import mosi as mosi_bclstm
 from dataloader import splits as build_splits
+from common.utils import add_threads_flag, set_threads
 
 
 FEATS = ["mosi-bclstm-text", "mosi-bclstm-audio", "mosi-bclstm-video"]
@@ -65,7 +66,9 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
     p.add_argument("--reconvert", action="store_true", help="convert the release again")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
 
     ds = config.DATASETS["mosi"]
     if args.reconvert or not os.path.isfile(ds["label_csv"]):

@@ -47,6 +47,44 @@ def resolve_device(device="auto", gpu=0):
     return torch.device(device)
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def add_threads_flag(parser):
+    """``--threads N`` on a command that trains or embeds (see :func:`set_threads`)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch and the numeric libraries (default: OMP_NUM_THREADS if set, else "
+                             "torch's default, one per core); with several jobs on one machine give each cores/jobs")
+    return parser
+
+
+def set_threads(n=None, log=None):
+    """Bound the CPU threads of this process: torch's intra-op pool and the BLAS/OpenMP pools of numpy and
+    scikit-learn. ``n`` None: ``OMP_NUM_THREADS`` when it is set (torch reads it at start; the BLAS pools are
+    bounded to it too), else nothing changes. Two jobs on two cores, each with a thread per core, wait on each
+    other's threads: context training ran 8-10x slower. Returns the number of torch threads in use."""
+    import torch
+
+    if n is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        n = int(env) if env.isdigit() and int(env) > 0 else None
+    elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"--threads {n!r}: give a whole number of threads, 1 or more")
+    if n is not None:
+        torch.set_num_threads(n)
+        for var in THREAD_ENV:  # for processes this one starts (data-loader workers, extraction shards)
+            os.environ.setdefault(var, str(n))
+        try:
+            from threadpoolctl import threadpool_limits  # comes with scikit-learn
+
+            threadpool_limits(n)
+        except ImportError:
+            pass
+        if log is not None:
+            log.info(f"CPU threads: {n} (torch, BLAS, OpenMP)")
+    return torch.get_num_threads()
+
+
 def error_line(e):
     """The one line a command prints for a bad-input error: a KeyError's message without the quotes repr adds."""
     return f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}"

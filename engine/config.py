@@ -31,7 +31,7 @@ import yaml
 import config
 from common.errors import DataError
 from dataloader.files import missing_split
-from common.utils import parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
+from common.utils import add_threads_flag, parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
 
 DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
 # model hyperparameters with a flag of their own (any other: --model_args KEY=VALUE)
@@ -75,6 +75,7 @@ class TrainConfig:
     device: str = "auto"
     gpu: int = 0
     num_workers: int = 4
+    threads: int = None  # CPU threads (common.utils.set_threads); None: OMP_NUM_THREADS, else torch's default
     mmap: bool = False
     quiet: bool = False
 
@@ -351,6 +352,7 @@ def build_parser():
     add("--batch_size", type=int, help=f"default {d.batch_size}")
     add("--num_workers", type=int, help=f"threads reading feature files into the packed cache (default {d.num_workers})")
     add("--epochs", type=int, help=f"default {d.epochs}")
+    add_threads_flag(p)
     add("--gpu", type=int, help="CUDA device index (default 0)")
     add("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     add("--feat_norm", choices=["standard", "none"],

@@ -39,7 +39,7 @@ from models import create_model, model_class
 from dataloader.files import DataError, label_indices, read_names_csv, read_split_json
 from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.plots import plot_confusion, plot_curves
-from common.utils import atomic_path, count_parameters, get_logger, resolve_device, set_seed
+from common.utils import atomic_path, count_parameters, get_logger, resolve_device, set_seed, set_threads
 
 def dialogue_args(batch):
     """The keyword arguments a context model takes from a batch of whole dialogues (none otherwise)."""
@@ -154,6 +154,7 @@ def train(cfg):
     class_names = config.EMO_RULE[cfg.emo_rule]
     model_class(cfg.model)  # an unknown model stops here, before a run folder is made for it
     device = resolve_device(cfg.device, cfg.gpu)
+    set_threads(cfg.threads)
     run_dir = cfg.run_dir()
     existed = os.path.isdir(run_dir)
     lock = FileLock(os.path.join(run_dir, RUN_LOCK), what=f"run folder '{run_dir}'",
@@ -186,7 +187,9 @@ def _train_locked(cfg, class_names, device, run_dir):
         clear_results(run_dir)  # nothing of an earlier run may be read as this one's
     log = get_logger("mer.train", os.path.join(run_dir, "train.log"), append=state == "resume")
     early.replay(log)
-    log.info(f"run folder {run_dir} ({state}); device {device}; config {cfg.config_hash()[:12]}")
+    log.info(f"run folder {run_dir} ({state}); device {device}"
+             + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+             + f"; config {cfg.config_hash()[:12]}")
     log.info(f"split {data.split_path}: {len(data.train)} train, {len(data.valid)} valid; features {cfg.feat} dims "
              f"{data.train.feat_dims}")
     write_config(run_dir, cfg)
@@ -244,18 +247,50 @@ def load_data(cfg, class_names, device, log):
     return RunData(split_path, split, train_set, valid_set)
 
 
-def check_no_test_names(cfg, split, split_path):
+def check_no_test_names(cfg, split, split_path, log=None):
     """Refuse a split list that trains or validates on names of the test list (the data set's ``test_csv`` or
-    ``--test_csv``): the model would be scored on what it learnt from."""
-    test_csv = cfg.test_csv or config.DATASETS.get(cfg.dataset, {}).get("test_csv")
+    ``--test_csv``): the model would be scored on what it learnt from.
+
+    One exception, for a data set whose ``config.DATASETS`` entry says ``transductive: True`` (MER2025-SEMI:
+    the candidates to predict lie inside the unlabelled pool, and labelling them from unlabelled data is
+    allowed): test names may sit in ``train_info`` as pseudo-labelled rows, i.e. where the split's ``sources``
+    entry is not ``labelled``; a gold label (no ``sources`` list, or ``labelled``) and any test name in
+    ``valid_info`` are still refused. When it happens, one line on ``log`` (default the ``mer.train`` logger)
+    says how many and why it is allowed. Returns that number."""
+    ds_cfg = config.DATASETS.get(cfg.dataset, {})
+    test_csv = cfg.test_csv or ds_cfg.get("test_csv")
     if not (test_csv and os.path.isfile(test_csv)):
-        return
+        return 0
     test = set(read_names_csv(test_csv))
+    transductive = bool(ds_cfg.get("transductive"))
+    pseudo = 0
     for part in ("train_info", "valid_info"):
-        leak = [n for n in split[part]["names"] if n in test]
+        info = split[part]
+        sources = info.get("sources")
+        if not (isinstance(sources, list) and len(sources) == len(info["names"])):
+            sources = ["labelled"] * len(info["names"])  # without per-row sources every row is a gold label
+        leak = [(n, s) for n, s in zip(info["names"], sources) if n in test]
+        if transductive and part == "train_info":
+            gold = [n for n, s in leak if str(s) == "labelled"]
+            if gold:
+                raise DataError(
+                    f"split list '{split_path}' gives {len(gold)} names of the test list '{test_csv}' a gold label in "
+                    f"train_info (sources 'labelled' or no sources list): {', '.join(gold[:5])}; data set "
+                    f"'{cfg.dataset}' is transductive, so test names may train only as pseudo-labelled rows (a "
+                    "'sources' entry other than 'labelled', as pseudo_label.py writes them)")
+            pseudo = len(leak)
+            continue
         if leak:
+            how = (f"; remove them from valid_info (data set '{cfg.dataset}' is transductive: test names may train "
+                   "as pseudo-labelled rows, never validate)"
+                   if transductive else "; remove them from the split (test names are only scored)")
             raise DataError(f"split list '{split_path}' has {len(leak)} names of the test list '{test_csv}' in {part}: "
-                            f"{', '.join(leak[:5])}; remove them from the split (test names are only scored)")
+                            f"{', '.join(n for n, _ in leak[:5])}{how}")
+    if pseudo:
+        (log or logging.getLogger("mer.train")).info(
+            f"transductive: {pseudo} test candidates carry pseudo labels (allowed for data set {cfg.dataset}: "
+            f"DATASETS['{cfg.dataset}']['transductive'])")
+    return pseudo
 
 
 def write_config(run_dir, cfg):

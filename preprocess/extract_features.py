@@ -21,6 +21,7 @@ import sys
 import time
 
 import _paths  # noqa: F401
+from common.utils import add_threads_flag, set_threads
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers must not spawn threads before workers fork
 
@@ -79,11 +80,13 @@ def build_parser():
                    help="units (audio windows, frames, segments, texts) per forward pass (default by family and device)")
     g.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 8 on CUDA, a quarter of the cores on CPU; text 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_flag(p)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     from extraction import runner
     from common.errors import DataError
     from common.errors import OptionalDependencyError

@@ -42,6 +42,7 @@ import _paths  # noqa: F401
 import config
 from dataloader.files import DataError
 from corpora.meld import DEFAULT_SRC, FEATURES, convert, normalise_text  # noqa: F401  (the library behind this script)
+from common.utils import add_threads_flag, set_threads
 
 
 def main(argv=None):
@@ -57,7 +58,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (sentence encoder)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     from common.errors import OptionalDependencyError
 
     try:

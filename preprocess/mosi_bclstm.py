@@ -27,6 +27,7 @@ import _paths  # noqa: F401
 import config
 from common.errors import DataError
 from corpora.mosi import convert, write_text_features  # noqa: F401  (the library behind this script)
+from common.utils import add_threads_flag, set_threads
 
 
 def main(argv=None):
@@ -36,7 +37,9 @@ def main(argv=None):
     p.add_argument("--text_features", default="", help="also embed the transcripts: minilm, tfidf or both")
     p.add_argument("--tfidf_dim", type=int, default=128)
     p.add_argument("--device", default="cpu")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     try:
         convert(args.src, args.out)
         if args.text_features:

@@ -60,6 +60,7 @@ import _paths  # noqa: F401
 from dataloader.files import DataError
 from extraction.text_encoders import OptionalDependencyError
 from teachers.offline import TEACHERS, confidence_levels, label_texts, LexiconTeacher, resolve_inputs, run, ZeroShotTeacher  # noqa: F401  (the library behind this script)
+from common.utils import add_threads_flag, set_threads
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,11 +78,13 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="zeroshot: auto | cpu | cuda")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_flag(p)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     try:
         t0 = time.time()
         names, texts, texts_path, emo_rule, out = resolve_inputs(args)

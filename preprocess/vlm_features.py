@@ -51,6 +51,7 @@ from dataloader.files import DataError
 from extraction.text_encoders import OptionalDependencyError, resolve_package_model  # noqa: F401
 from teachers.knowledge import convert, fit_texts  # noqa: F401  (the library behind this script)
 from teachers.records import read_teacher_jsonl, score_matrix  # noqa: F401
+from common.utils import add_threads_flag, set_threads
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,11 +74,13 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--features", default="scores,desc",
                    help="which features to write: scores, desc, or both (default)")
+    add_threads_flag(p)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     try:
         ds = None
         if args.dataset is not None:

@@ -1,5 +1,7 @@
 """Metrics against hand-computed values; device selection."""
 
+import os
+
 import pytest
 import torch
 
@@ -57,3 +59,35 @@ def test_one_standard_error_rule_by_hand():
         one_standard_error([0.9, 0.8], 100, [1])
     with pytest.raises(ValueError, match="positive number"):
         binomial_se(0.9, 0)
+
+
+def test_threads_are_bounded_by_the_flag_or_omp_num_threads(monkeypatch):
+    import torch
+
+    from common.utils import set_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_threads(None) == 2  # the usual variable is honoured when no flag is given
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        torch.set_num_threads(1)
+        assert set_threads(None) == 1  # neither: nothing changes
+        for bad in (0, -2, 1.5):
+            with pytest.raises(ValueError, match="--threads"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_command_that_trains_or_embeds_takes_threads(capsys):
+    from conftest import load_script
+
+    for script in ("train.py", "test.py", "semi.py", "pseudo_label.py", "ablation.py", "bench/low_resource.py",
+                   "preprocess/extract_features.py", "preprocess/vlm_features.py", "preprocess/meld.py",
+                   "preprocess/mosi_bclstm.py", "preprocess/offline_teacher.py"):
+        with pytest.raises(SystemExit) as e:
+            load_script(script).main(["--help"])
+        assert e.value.code == 0 and "--threads N" in capsys.readouterr().out, script
