@@ -6,6 +6,8 @@
         --train_args "--model auto_attention --feat demo-roberta-large-UTT,demo-hubert-large-UTT --epochs 30 --lr 1e-3"
     # ACL-MER: train, label (student + teachers), move to the labelled pool, re-initialise, repeat
     python semi.py --mode acl --dataset demo --seed 0 --teachers T1.jsonl T2.jsonl --max_iter 5 --train_args "..."
+    # low resource on any data set: 100 labelled, the rest of the training list as the pool
+    python semi.py --mode acl --dataset mydata --n_labelled 100 --teachers T.jsonl --train_args "..."
 
 Everything goes under ``--out`` (default ``saved/semi_<dataset>/seed<k>/<mode>[_<strategy>]``): the train.py
 run folders, the pseudo-label lists and tables, their precision reports, ``semi.log`` and ``result.json``.
@@ -19,9 +21,13 @@ import os
 import shlex
 import sys
 
+import pandas as pd
+
 import config
 from pseudo_label import build_parser as pl_parser, strategy_kwargs
 from dataloader.files import DataError, read_names_csv
+from dataloader.splits import low_resource_split
+from engine.config import emo_rule_of
 from pseudo.drivers import acl_loop, two_stage
 from common.utils import set_threads
 
@@ -35,7 +41,24 @@ def build_parser():
     p.add_argument("--stage2_init", default="scratch", choices=["scratch", "stage1"],
                    help="stage 2 from a fresh initialisation or from the stage-1 weights")
     p.add_argument("--max_iter", type=int, default=5, help="ACL labelling rounds")
+    p.add_argument("--n_labelled", type=int, default=None, metavar="N",
+                   help="low-resource run: keep N labelled samples drawn stratified (by --seed) from the split's "
+                        "training list; the rest of that list joins the unlabelled pool, its labels kept back to "
+                        "measure pseudo-label precision (<out>/labelled.json, <out>/pool_truth.csv)")
     return p
+
+
+def low_resource_pool(split, args, out, pool=None):
+    """``--n_labelled N``: the labelled split of N samples, the pool (the rest of the training list, plus
+    ``--unlabeled`` when given) and the CSV of the pool's held-back labels."""
+    os.makedirs(out, exist_ok=True)
+    labelled, rest, truth = low_resource_split(split, args.n_labelled, args.seed, os.path.join(out, "labelled.json"),
+                                               emo_rule_of(args.dataset))
+    truth_csv = os.path.join(out, "pool_truth.csv")
+    pd.DataFrame({"name": list(truth), "discrete": list(truth.values())}).to_csv(truth_csv, index=False)
+    pool = rest + [n for n in (pool or []) if n not in truth]
+    print(f"low-resource: {args.n_labelled} labelled from {split} -> {labelled}; pool of {len(pool)}")
+    return labelled, pool, truth_csv
 
 
 def main(argv=None):
@@ -47,8 +70,12 @@ def main(argv=None):
         pool = read_names_csv(args.unlabeled) if args.unlabeled else None
         truth = args.truth or ds_cfg.get("unlabeled_truth")
         train_args = ["--dataset", args.dataset] + shlex.split(args.train_args)
+        if args.threads:
+            train_args += ["--threads", str(args.threads)]
         tag = args.mode if args.mode == "acl" else f"{args.mode}_{args.strategy}"
         out = args.out or os.path.join("saved", f"semi_{args.dataset}", f"seed{args.seed}", tag)
+        if args.n_labelled is not None:
+            split, pool, truth = low_resource_pool(split, args, out, pool)
         if args.mode == "acl":
             kw = strategy_kwargs(argparse.Namespace(**{**vars(args), "strategy": "acl"}))
             kw.pop("t")

@@ -3,6 +3,9 @@
     python bench/low_resource.py --dataset demo [--n 100,200,500,1000] [--seeds 0,1,2,3,4]
     python bench/low_resource.py --dataset mosi --n 100,200
     python bench/low_resource.py --dataset meld --n 100,200
+    # any registered data set: without a preset, give the features, teachers and train.py flags
+    python bench/low_resource.py --dataset mydata --n 100 --feat mydata-minilm-UTT \\
+        --teachers features/mydata/teachers/zeroshot.jsonl --train_args "--model auto_attention --epochs 25"
 
 For each N and seed: N labelled samples drawn stratified (seeded) from the seed's training split; the rest of
 that training split is the unlabelled pool (its labels are kept back, only to measure pseudo-label
@@ -18,7 +21,9 @@ per (N, seed), with one shared stage-1 run:
 Prints and writes (``<save_root>/table.csv``, ``table.md``, ``f1_vs_n.png``) test weighted F1 and accuracy
 (mean and std over seeds) per strategy and N, with the pseudo-label count and precision, and ends with the
 line ``best gain over none at N=<smallest N>: <weighted F1 points>``. Finished runs are skipped on a rerun.
-Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts.
+Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts. The
+presets below are defaults for the data sets the README's results use; any other registered data set takes
+``--feat``, ``--teachers`` and ``--train_args``.
 """
 
 import argparse
@@ -27,15 +32,15 @@ import shlex
 import sys
 import time
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 import _paths  # noqa: F401
 import config
-from dataloader.files import read_split_json, write_split_json
+from dataloader.splits import low_resource_split
 from pseudo.drivers import acl_loop, two_stage
+from common.errors import DataError
 from common.utils import add_threads_flag, get_logger, set_threads
+from engine.config import emo_rule_of
 
 # Per data set: features, teacher files (relative to the data set's teacher_dir), train.py flags.
 PRESETS = {
@@ -57,30 +62,11 @@ PRESETS = {
 STRATEGIES = ["none", "teacher", "student", "consensus", "acl"]
 
 
-def low_resource_split(base_split, n, seed, out_path, emo_rule):
-    """N labelled names drawn stratified from the base split's training list; returns (split path, pool
-    names, pool truth {name: label})."""
-    doc = read_split_json(base_split, config.EMO_RULE[emo_rule])
-    tr = doc["train_info"]
-    names, emos = np.array(tr["names"]), np.array(tr["emos"])
-    if n >= len(names):
-        raise ValueError(f"N={n} but the training list of '{base_split}' has only {len(names)} samples")
-    idx = np.arange(len(names))
-    try:
-        lab, unl = train_test_split(idx, train_size=n, random_state=seed, stratify=emos)
-    except ValueError:  # a class too rare to stratify at this N
-        lab, unl = train_test_split(idx, train_size=n, random_state=seed)
-    lab, unl = np.sort(lab), np.sort(unl)
-    info = {"names": names[lab].tolist(), "emos": emos[lab].tolist(),
-            "vals": np.asarray(tr["vals"])[lab].tolist()}
-    write_split_json(out_path, info, doc["valid_info"], extra={"low_resource": {"n": n, "seed": seed,
-                                                                                "base": base_split}})
-    return out_path, names[unl].tolist(), dict(zip(names[unl].tolist(), emos[unl].tolist()))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="demo", choices=sorted(PRESETS))
+    p.add_argument("--dataset", default="demo",
+                   help=f"any data set in config.DATASETS; presets (defaults of --feat, --teachers, --train_args, "
+                        f"--base_split) for {', '.join(sorted(PRESETS))}")
     p.add_argument("--n", default="100,200,500,1000")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -103,19 +89,35 @@ def main(argv=None):
     args = p.parse_args(argv)
     set_threads(args.threads)
 
-    preset = PRESETS[args.dataset]
+    if args.dataset not in config.DATASETS:
+        print(f"error: unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); register "
+              "it in config.py first (README: Bring your own data set)", file=sys.stderr)
+        return 2
+    preset = PRESETS.get(args.dataset, {})
     ds = config.DATASETS[args.dataset]
-    emo_rule = ds["emo_rule"]
+    needed = [f"--{k}" for k in ("feat", "teachers", "train_args") if getattr(args, k) is None and k not in preset]
+    if needed:
+        print(f"error: data set '{args.dataset}' has no preset in bench/low_resource.py: give {', '.join(needed)} "
+              "(e.g. --feat a,b --teachers t.jsonl --train_args \"--model auto_attention --epochs 25\")",
+              file=sys.stderr)
+        return 2
+    try:
+        emo_rule = emo_rule_of(args.dataset)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     root = args.save_root or os.path.join(_paths.REPO_ROOT, "saved", f"low_resource_{args.dataset}")
     os.makedirs(root, exist_ok=True)
     log = get_logger("mer.low_resource", os.path.join(root, "low_resource.log"), append=True)
-    teachers = args.teachers or [os.path.join(ds["teacher_dir"], t) for t in preset["teachers"]]
+    teachers = args.teachers or [os.path.join(ds.get("teacher_dir") or "", t) for t in preset["teachers"]]
     missing = [t for t in teachers if not os.path.isfile(t)]
     if missing:
         print(f"error: teacher file(s) {missing} do not exist; make them first (README: teachers)", file=sys.stderr)
         return 2
     train_args = (["--dataset", args.dataset, "--feat", args.feat or preset["feat"]]
-                  + shlex.split(args.train_args or preset["train_args"]))
+                  + shlex.split(args.train_args if args.train_args is not None else preset["train_args"]))
+    if args.threads:
+        train_args += ["--threads", str(args.threads)]
     ns = [int(x) for x in args.n.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     strategies = args.strategies.split(",")
@@ -125,12 +127,18 @@ def main(argv=None):
             base_name = args.base_split or preset.get("base_split", "seed{seed}.json")
             base = os.path.join(config.PATH_TO_TRAIN_LST, args.dataset, base_name.format(seed=seed))
             if not os.path.isfile(base):
-                print(f"error: split list '{base}' does not exist; build it first (preprocess/build_splits.py, "
-                      f"or preprocess/meld.py for MELD)", file=sys.stderr)
+                print(f"error: split list '{base}' does not exist; build it first (preprocess/build_splits.py "
+                      f"--dataset {args.dataset}, with --split_col or --train_names/--valid_names for an official "
+                      "split; preprocess/meld.py for MELD)", file=sys.stderr)
                 return 2
             folder = os.path.join(root, f"n{n}", f"seed{seed}")
             os.makedirs(folder, exist_ok=True)
-            split, pool, truth = low_resource_split(base, n, seed, os.path.join(folder, "labelled.json"), emo_rule)
+            try:
+                split, pool, truth = low_resource_split(base, n, seed, os.path.join(folder, "labelled.json"),
+                                                        emo_rule)
+            except DataError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             truth_csv = os.path.join(folder, "pool_truth.csv")
             pd.DataFrame({"name": list(truth), "discrete": list(truth.values())}).to_csv(truth_csv, index=False)
             for strategy in strategies:

@@ -1,18 +1,33 @@
-"""Seeded, stratified split lists from a label table: hold-out (``seed<k>.json``) or k folds (``fold<k>.json``),
-keeping groups (videos, dialogues) whole where the data set has a group column.
+"""Split lists from a label table: seeded, stratified hold-outs (``seed<k>.json``) or k folds (``fold<k>.json``),
+keeping groups (videos, dialogues) whole where the data set has a group column; a data set's official split
+(a split column of the label table, or lists of names: :func:`official_split`); and the low-resource draw of N
+labelled samples from a split, the rest becoming the unlabelled pool (:func:`low_resource_split`).
+
+Where the label table has the group column and an ``order`` column, every list carries them as ``dialogues``
+and ``orders`` (what context models read, dataloader/dialogue.py).
 """
 
 import os
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 import config
-from dataloader.files import DataError, read_label_csv, write_split_json
+from dataloader.dialogue import ORDER_COL
+from dataloader.files import DataError, _preview, read_label_csv, read_names_csv, read_split_json, write_split_json
+
+TRAIN_VALUES = ("train", "training")
+VALID_VALUES = ("valid", "val", "validation", "dev", "development")
+LEFT_OUT_VALUES = ("test",)  # rows of the test part stay out of the split list (the data set's test_csv has them)
 
 
-def _info(df):
+def _info(df, group_col=None):
     info = {"names": df["name"].tolist(), "emos": df["discrete"].tolist(), "vals": df["valence"].tolist()}
+    if group_col and group_col in df.columns:
+        info["dialogues"] = ["" if pd.isna(d) else str(d) for d in df[group_col]]
+        if ORDER_COL in df.columns:
+            info["orders"] = [None if pd.isna(o) else float(o) for o in pd.to_numeric(df[ORDER_COL], errors="coerce")]
     return info
 
 
@@ -49,12 +64,83 @@ def build(label_csv, emo_rule, out_dir, seeds=(0, 1, 2, 3, 4), valid_ratio=0.2, 
     if kfold:
         for k, (tr, va) in enumerate(kfold_splits(df, kfold, seeds[0], group_col)):
             path = os.path.join(out_dir, f"fold{k}.json")
-            write_split_json(path, _info(df.iloc[tr]), _info(df.iloc[va]))
+            write_split_json(path, _info(df.iloc[tr], group_col), _info(df.iloc[va], group_col))
             written.append((path, len(tr), len(va)))
     else:
         for seed in seeds:
             tr, va = holdout_split(df, valid_ratio, seed, group_col)
             path = os.path.join(out_dir, f"seed{seed}.json")
-            write_split_json(path, _info(df.iloc[tr]), _info(df.iloc[va]))
+            write_split_json(path, _info(df.iloc[tr], group_col), _info(df.iloc[va], group_col))
             written.append((path, len(tr), len(va)))
     return written
+
+
+def official_split(label_csv, emo_rule, out_path, split_col=None, train_names=None, valid_names=None, group_col=None):
+    """Write a data set's official train/valid split as a split list: from ``split_col``, a column of the label
+    table (train: one of TRAIN_VALUES, valid: VALID_VALUES, test rows left out), or from two name lists
+    (``train_names``, ``valid_names``: CSVs with a ``name`` column, every name in the label table). Returns
+    ``(path, n train, n valid)``. Nothing is written when a check fails."""
+    df = read_label_csv(label_csv, config.EMO_RULE[emo_rule])
+    if group_col and group_col not in df.columns:
+        raise DataError(f"group column '{group_col}' is not a column of '{label_csv}' ({list(df.columns)})")
+    if (split_col is None) == (train_names is None or valid_names is None):
+        raise DataError("give either --split_col (a column of the label table) or both --train_names and "
+                        "--valid_names (name lists)")
+    if split_col is not None:
+        if split_col not in df.columns:
+            raise DataError(f"--split_col '{split_col}' is not a column of '{label_csv}' ({list(df.columns)})")
+        part = df[split_col].astype(str).str.strip().str.lower()
+        known = set(TRAIN_VALUES) | set(VALID_VALUES) | set(LEFT_OUT_VALUES)
+        odd = sorted(set(part) - known)
+        if odd:
+            raise DataError(f"column '{split_col}' of '{label_csv}' has values {odd}: use {TRAIN_VALUES[0]} for "
+                            f"training rows, {VALID_VALUES[0]} (or dev) for validation rows, test for rows to "
+                            "leave out")
+        train, valid = df[part.isin(TRAIN_VALUES)], df[part.isin(VALID_VALUES)]
+        source = f"column '{split_col}' of '{label_csv}'"
+    else:
+        index = df.set_index("name", drop=False)
+        parts = []
+        for path in (train_names, valid_names):
+            names = read_names_csv(path)
+            missing = [n for n in names if n not in index.index]
+            if missing:
+                raise DataError(f"name list '{path}' has {len(missing)} names that are not in the label table "
+                                f"'{label_csv}': {_preview(missing)}; fix the list or the table")
+            parts.append(index.loc[names])
+        train, valid = parts
+        source = f"name lists '{train_names}' (train) and '{valid_names}' (valid)"
+    for what, part_df in (("training", train), ("validation", valid)):
+        if part_df.empty:
+            raise DataError(f"the official split from {source} has no {what} rows")
+    both = sorted(set(train["name"]) & set(valid["name"]))
+    if both:
+        raise DataError(f"the official split from {source} puts {len(both)} names in both train and valid: "
+                        f"{_preview(both)}; give each name one side")
+    write_split_json(out_path, _info(train, group_col), _info(valid, group_col),
+                     extra={"source": f"official split: {source}"})
+    return out_path, len(train), len(valid)
+
+
+def low_resource_split(base_split, n, seed, out_path, emo_rule):
+    """N labelled names drawn stratified (seeded) from the training list of ``base_split``; the rest of that list
+    becomes the unlabelled pool (its labels kept back, for measuring pseudo-label precision only); the
+    validation list stays. Writes the labelled split list to ``out_path``; returns ``(out_path, pool names,
+    pool truth {name: label})``."""
+    doc = read_split_json(base_split, config.EMO_RULE[emo_rule])
+    tr = doc["train_info"]
+    names, emos = np.array(tr["names"]), np.array(tr["emos"])
+    if not 0 < n < len(names):
+        raise DataError(f"N={n} labelled samples: the training list of '{base_split}' has {len(names)}; give "
+                        f"1 to {len(names) - 1}")
+    idx = np.arange(len(names))
+    try:
+        lab, unl = train_test_split(idx, train_size=n, random_state=seed, stratify=emos)
+    except ValueError:  # a class too rare to stratify at this N
+        lab, unl = train_test_split(idx, train_size=n, random_state=seed)
+    lab, unl = np.sort(lab), np.sort(unl)
+    info = {key: [values[i] for i in lab] for key, values in tr.items() if isinstance(values, list)
+            and len(values) == len(names)}
+    write_split_json(out_path, info, doc["valid_info"], extra={"low_resource": {"n": n, "seed": seed,
+                                                                                "base": base_split}})
+    return out_path, names[unl].tolist(), dict(zip(names[unl].tolist(), emos[unl].tolist()))

@@ -3,9 +3,13 @@
     python preprocess/build_splits.py --dataset demo                  # train_lst/demo/seed{0..4}.json, 80/20
     python preprocess/build_splits.py --dataset demo --kfold 5        # train_lst/demo/fold{0..4}.json
     python preprocess/build_splits.py --label_csv my.csv --emo_rule MER --out_dir train_lst/mine
+    # a data set's official split: a column of the label table (train / valid or dev / test), or two name lists
+    python preprocess/build_splits.py --dataset mydata --split_col split          # train_lst/mydata/official.json
+    python preprocess/build_splits.py --dataset mydata --train_names train.csv --valid_names dev.csv
 
 Each split is stratified by label; with --group_col (e.g. a video or speaker id) whole groups go to one
-side, so validation is speaker-independent. Seed k always gives the same split.
+side, so validation is speaker-independent. Seed k always gives the same split. Where the label table has
+the group column and an ``order`` column, the lists carry ``dialogues`` and ``orders`` for context models.
 """
 
 import argparse
@@ -15,7 +19,7 @@ import sys
 import _paths  # noqa: F401
 import config
 from dataloader.files import DataError
-from dataloader.splits import build  # noqa: F401  (the library behind this script)
+from dataloader.splits import build, official_split  # noqa: F401  (the library behind this script)
 
 
 def main(argv=None):
@@ -28,6 +32,11 @@ def main(argv=None):
     p.add_argument("--valid_ratio", type=float, default=0.2)
     p.add_argument("--kfold", type=int, default=0, help="write K stratified folds instead of seeded hold-outs")
     p.add_argument("--group_col", default=None, help="keep groups (video, speaker, dialogue) on one side")
+    p.add_argument("--split_col", default=None,
+                   help="official split: a column of the label table holding train, valid (or dev) and test")
+    p.add_argument("--train_names", default=None, help="official split: CSV with the training names")
+    p.add_argument("--valid_names", default=None, help="official split: CSV with the validation names")
+    p.add_argument("--name", default="official", help="official split: file name in --out_dir (default official)")
     args = p.parse_args(argv)
     ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
     if args.dataset and not ds and not args.label_csv:
@@ -43,7 +52,11 @@ def main(argv=None):
     group_col = args.group_col or ds.get("group_col")
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
-        written = build(label_csv, emo_rule, out_dir, seeds, args.valid_ratio, args.kfold, group_col)
+        if args.split_col or args.train_names or args.valid_names:
+            written = [official_split(label_csv, emo_rule, os.path.join(out_dir, f"{args.name}.json"), args.split_col,
+                                      args.train_names, args.valid_names, group_col)]
+        else:
+            written = build(label_csv, emo_rule, out_dir, seeds, args.valid_ratio, args.kfold, group_col)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -107,6 +107,43 @@ def test_splits_are_stratified_seeded_and_group_aware(tmp_path):
     assert sorted(sum(folds, [])) == sorted(df.name)
 
 
+def test_official_split_from_a_column_or_name_lists_with_dialogues(tmp_path, capsys):
+    import build_splits
+    df = pd.DataFrame({"name": [f"u{i}" for i in range(12)], "discrete": ["happy", "sad", "neutral"] * 4,
+                       "dialogue": [f"d{i // 3}" for i in range(12)], "order": [i % 3 for i in range(12)],
+                       "split": ["train"] * 6 + ["dev"] * 3 + ["test"] * 3})
+    df.to_csv(tmp_path / "l.csv", index=False)
+    args = ["--label_csv", str(tmp_path / "l.csv"), "--emo_rule", "MER", "--out_dir", str(tmp_path / "o"),
+            "--group_col", "dialogue"]
+    assert build_splits.main(args + ["--split_col", "split"]) == 0
+    doc = read_split_json(str(tmp_path / "o" / "official.json"))
+    assert doc["train_info"]["names"] == [f"u{i}" for i in range(6)]  # test rows left out
+    assert doc["valid_info"]["names"] == ["u6", "u7", "u8"]
+    assert doc["valid_info"]["dialogues"] == ["d2"] * 3 and doc["valid_info"]["orders"] == [0.0, 1.0, 2.0]
+    # the same split from two name lists
+    df[df.split == "train"][["name"]].to_csv(tmp_path / "tr.csv", index=False)
+    df[df.split == "dev"][["name"]].to_csv(tmp_path / "va.csv", index=False)
+    assert build_splits.main(args + ["--train_names", str(tmp_path / "tr.csv"), "--valid_names",
+                                     str(tmp_path / "va.csv"), "--name", "lists"]) == 0
+    lists = read_split_json(str(tmp_path / "o" / "lists.json"))
+    assert lists["train_info"] == doc["train_info"] and lists["valid_info"] == doc["valid_info"]
+    capsys.readouterr()
+    # bad official splits: one line each, nothing written
+    df.assign(split=["train"] * 6 + ["holdout"] * 6).to_csv(tmp_path / "odd.csv", index=False)
+    pd.DataFrame({"name": ["u0", "zz"]}).to_csv(tmp_path / "ghost.csv", index=False)
+    pd.DataFrame({"name": ["u0", "u6"]}).to_csv(tmp_path / "both.csv", index=False)
+    for extra, message in [(["--label_csv", str(tmp_path / "odd.csv"), "--split_col", "split"], "values ['holdout']"),
+                           (["--split_col", "nope"], "'nope' is not a column"),
+                           (["--train_names", str(tmp_path / "ghost.csv"), "--valid_names", str(tmp_path / "va.csv")],
+                            "1 names that are not in the label table"),
+                           (["--train_names", str(tmp_path / "both.csv"), "--valid_names", str(tmp_path / "va.csv")],
+                            "1 names in both train and valid: u6")]:
+        assert build_splits.main(args + extra + ["--name", "bad"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(tmp_path / "o" / "bad.json")
+
+
 def test_eval_avg_performance_means_and_stds_by_hand(tmp_path, capsys):
     import eval_avg_performance as eap
     values = {"feat-a": [(0.5, 0.4), (0.7, 0.6)], "feat-b": [(0.9, 0.8), (0.9, 1.0)]}

@@ -1,7 +1,5 @@
 """Metrics against hand-computed values; device selection."""
 
-import os
-
 import pytest
 import torch
 

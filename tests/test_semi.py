@@ -17,7 +17,7 @@ TRAIN_ARGS = ["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--epochs
 def _setup(env, n_labelled=15):
     """A low-resource split of the tiny set (n labelled, the rest of its training list as the pool) and a
     teacher: right with confidence 5 on even pool positions, wrong with confidence 1 on odd ones."""
-    from bench_low_resource import low_resource_split
+    from dataloader.splits import low_resource_split
     base = os.path.join(str(env.tmp), "train_lst", "tiny", "seed0.json")
     split, pool, truth = low_resource_split(base, n_labelled, 0, str(env.tmp / "lab.json"), "TINY")
     rows = []
@@ -181,3 +181,45 @@ def test_two_stage_rerun_with_other_train_args_is_refused_never_reports_the_old_
                        device="cpu")
     assert json.load(open(os.path.join(out, "tiny", "seed0", "auto_attention", "stage1", "summary.json")))[
         "valid_f1"] == first["stage1"]["valid_f1"]  # the old run is left as it was
+
+
+def test_low_resource_bench_runs_on_a_data_set_without_a_preset(lowres, capsys):
+    """Any registered data set: no preset, so --feat, --teachers and --train_args are given (and asked for)."""
+    import bench_low_resource as lr
+
+    _, _, _, teacher, _ = _setup(lowres)
+    root = str(lowres.tmp / "lowres")
+    assert lr.main(["--dataset", "tiny", "--n", "15", "--seeds", "0", "--save_root", root]) == 2
+    err = capsys.readouterr().err
+    assert "has no preset" in err and "--feat, --teachers, --train_args" in err
+    assert lr.main(["--dataset", "nosuch", "--save_root", root]) == 2
+    assert "unknown --dataset 'nosuch'" in capsys.readouterr().err
+    args = ["--dataset", "tiny", "--n", "15", "--seeds", "0", "--strategies", "none,teacher,acl", "--max_iter", "1",
+            "--feat", "tiny-signal,tiny-noise", "--teachers", teacher, "--device", "cpu", "--save_root", root,
+            "--threads", "1", "--train_args", " ".join(TRAIN_ARGS[4:])]
+    assert lr.main(args) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(os.path.join(root, "table.csv"))
+    assert set(table["strategy"]) == {"none", "teacher", "acl"} and (table["n"] == 15).all()
+    assert "best gain over none at N=15:" in out
+    assert lr.main(args) == 0  # a rerun reads the finished runs
+    assert pd.read_csv(os.path.join(root, "table.csv"))["f1_mean"].tolist() == table["f1_mean"].tolist()
+
+
+def test_semi_draws_the_labelled_few_on_any_data_set(lowres, capsys):
+    import semi as semi_script
+
+    _, _, _, teacher, _ = _setup(lowres)
+    out = str(lowres.tmp / "semi_lr")
+    assert semi_script.main(["--mode", "two_stage", "--strategy", "teacher", "--dataset", "tiny", "--seed", "0",
+                             "--n_labelled", "15", "--teachers", teacher, "--out", out, "--device", "cpu",
+                             "--train_args", " ".join(TRAIN_ARGS[2:])]) == 0
+    lab = read_split_json(os.path.join(out, "labelled.json"), CLASSES)
+    base = read_split_json(os.path.join(str(lowres.tmp), "train_lst", "tiny", "seed0.json"), CLASSES)
+    truth = pd.read_csv(os.path.join(out, "pool_truth.csv"))
+    assert len(lab["train_info"]["names"]) == 15 and len(truth) == len(base["train_info"]["names"]) - 15
+    assert not set(truth["name"]) & set(lab["train_info"]["names"])
+    assert lab["valid_info"]["names"] == base["valid_info"]["names"]
+    res = json.load(open(os.path.join(out, "result.json")))
+    assert res["n_pseudo"] > 0 and res["precision"] is not None  # measured against the held-back labels
+    assert "pseudo labels (precision" in capsys.readouterr().out
