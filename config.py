@@ -110,6 +110,58 @@ FRAME_LEVEL_MODALITIES = {"au"}
 FRAME_LEVEL_SUFFIXES = ("-FRM", "-FRA")
 
 # ---------------------------------------------------------------------------------------------
+# MER2025 features, name -> (modality, dim), registered below as FEATURE_ROOT/mer2025/<name>, where
+# `preprocess/extract_features.py --dataset mer2025` writes them (README, "MER2025").
+# Names and dims: the feature dictionaries of the MRAC25 runner-up's code (github.com/zhuyjan/MER2025-MRAC25,
+# config.py; paper arXiv:2508.06036), which keep MERTools' naming (github.com/zeroQiaoba/MERTools, MER2025/
+# MER2025_Track1: `<model>-UTT`, `-FRA` for frame level). Whisper's and Qwen2-Audio's 1280 is their audio
+# encoder's width. openface-au-FRM is this project's OpenFace AU sequence ((T, 35): preprocess/openface_au.py,
+# run_openface.py --au_out), not a file of theirs.
+# A registered folder that does not exist costs nothing: it matters only to a run that uses the feature
+# (train.py stops naming the folder; preprocess/check_feat_dim.py lists it as absent). An entry written in
+# a FEAT_*_DICT above wins over the one made here.
+# ---------------------------------------------------------------------------------------------
+MER2025_FEATURES = {
+    # video (face crops, frames)
+    "clip-vit-large-patch14-UTT": ("video", 768),
+    "clip-vit-base-patch32-UTT": ("video", 512),
+    "InternVL_2_5_HiCo_R16-UTT": ("video", 4096),
+    "dinov2-large-UTT": ("video", 1024),
+    "videomae-large-UTT": ("video", 1024),
+    "videomae-base-UTT": ("video", 768),
+    "manet_UTT": ("video", 1024),
+    "emonet_UTT": ("video", 256),
+    "senet50face_UTT": ("video", 512),
+    "resnet50face_UTT": ("video", 512),
+    # audio
+    "chinese-hubert-large-UTT": ("audio", 1024),
+    "chinese-hubert-base-UTT": ("audio", 768),
+    "Qwen2-Audio-7B-UTT": ("audio", 1280),
+    "whisper-large-v2-UTT": ("audio", 1280),
+    "chinese-wav2vec2-large-UTT": ("audio", 1024),
+    "chinese-wav2vec2-base-UTT": ("audio", 768),
+    "wavlm-base-UTT": ("audio", 768),
+    # text (the Chinese subtitles)
+    "chinese-roberta-wwm-ext-large-UTT": ("text", 1024),
+    "chinese-roberta-wwm-ext-UTT": ("text", 768),
+    "chinese-macbert-large-UTT": ("text", 1024),
+    "chinese-macbert-base-UTT": ("text", 768),
+    "bloom-7b1-UTT": ("text", 4096),
+    # OpenFace AU sequences: 17 intensities, then 18 presences
+    "openface-au-FRM": ("au", 35),
+}
+
+
+def _register(features, dataset):
+    """Put ``{name: (modality, dim)}`` into the modality dictionaries with roots FEATURE_ROOT/<dataset>/<name>,
+    leaving alone any name a dictionary already holds."""
+    for name, (modality, dim) in features.items():
+        MODALITY_DICTS[modality].setdefault(name, [int(dim), _feat(dataset, name)])
+
+
+_register(MER2025_FEATURES, "mer2025")
+
+# ---------------------------------------------------------------------------------------------
 # Data sets: where each one's label tables live. `--dataset NAME` in the scripts refers to these.
 #   label_csv:        name,discrete[,valence]   labelled training pool (splits are drawn from it)
 #   test_csv:         name                      names to predict
@@ -123,6 +175,12 @@ FRAME_LEVEL_SUFFIXES = ("-FRM", "-FRA")
 #   face_dir:         <name>/<name>.npy         face crops in the MERTools layout, or <name>/ image folders
 #   subtitle_csv:     name,chinese,english      subtitles (the MER2025 subtitle_chieng.csv layout)
 # Entries may be missing (None) for data sets that lack them.
+#   transductive:     True | False (default)    whether the challenge lets the test names be pseudo-labelled.
+#                     True (MER2025-SEMI: the candidates to predict lie inside the unlabelled pool, and
+#                     labelling them from unlabelled data is allowed): pseudo_label.py and semi.py keep the test
+#                     names in the pool, and train.py accepts them in train_info as pseudo-labelled rows only
+#                     (their `sources` entry is not "labelled"), never as gold labels and never in valid_info;
+#                     both log how many. False or absent: test names never get a pseudo label (refused).
 # ---------------------------------------------------------------------------------------------
 DATASETS = {
     "demo": {
@@ -175,6 +233,22 @@ DATASETS = {
         "video_dir": _feat("clipdemo", "video"),
         "face_dir": _feat("clipdemo", "openface_face"),
         "subtitle_csv": _feat("clipdemo", "subtitle_chieng.csv"),
+    },
+    # MER2025 track 1 (MER-SEMI), written from the official release by `python preprocess/mer2025.py --release
+    # DIR`: the labelled clips, the candidates to predict (test.csv: the organisers keep the labels) and every
+    # other clip as the unlabelled pool, candidates included; features: MER2025_FEATURES above
+    "mer2025": {
+        "emo_rule": "MER",
+        "label_csv": _feat("mer2025", "track1_train_disdim.csv"),
+        "test_csv": _feat("mer2025", "test.csv"),
+        "test_label_csv": None,
+        "unlabeled_csv": _feat("mer2025", "unlabeled.csv"),
+        "unlabeled_truth": None,
+        "teacher_dir": _feat("mer2025", "teachers"),
+        "group_col": None,
+        "transcripts_csv": _feat("mer2025", "transcripts.csv"),
+        "subtitle_csv": _feat("mer2025", "subtitle_chieng.csv"),
+        "transductive": True,
     },
 }
 

@@ -20,6 +20,7 @@ naming what differs, so an old F1 is never reported for new settings) and the AC
 """
 
 import json
+import logging
 import os
 import time
 
@@ -68,12 +69,28 @@ def read_truth(path, emo_rule):
     return dict(zip(df["name"], df["discrete"]))
 
 
-def forbidden_names(split_doc, ds_cfg):
-    """Names that must never receive a pseudo label: the validation list and the data set's test list."""
+def forbidden_names(split_doc, ds_cfg, log=None):
+    """Names that must never receive a pseudo label: the validation list and the data set's test list.
+
+    A transductive data set (``ds_cfg["transductive"]``, e.g. MER2025-SEMI, whose candidates to predict lie
+    inside the unlabelled pool and may be labelled from it) keeps its test names out of this set, so that they
+    stay in the pool; the choice is logged (on ``log``, default the ``mer.pseudo`` logger). The validation
+    names stay forbidden whatever the data set."""
     out = set(split_doc["valid_info"]["names"])
     test_csv = ds_cfg.get("test_csv")
     if test_csv and os.path.isfile(test_csv):
-        out |= set(read_names_csv(test_csv))
+        test = set(read_names_csv(test_csv))
+        if ds_cfg.get("transductive"):
+            name = next((k for k, v in config.DATASETS.items() if v is ds_cfg), None)
+            where = f"DATASETS['{name}']['transductive']" if name else "the data set's 'transductive' key"
+            if log is None:
+                log = logging.getLogger("mer.pseudo")
+                log = log if log.handlers else get_logger("mer.pseudo")
+            log.info(
+                f"transductive: the {len(test)} test candidates of '{test_csv}' stay in the unlabelled pool and may "
+                f"get pseudo labels (allowed for data set {name or '?'}: {where})")
+        else:
+            out |= test
     return out
 
 
