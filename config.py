@@ -253,6 +253,98 @@ DATASETS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Data sets registered by a file instead of code: every <FEATURE_ROOT>/<folder>/dataset.yaml (written by
+# `python preprocess/import_dataset.py`; features are added to it by preprocess/extract_features.py). It holds
+# the DATASETS keys above with paths relative to its folder, `labels` for a new label set (registered under
+# its emo_rule), and `features: {name: {modality, dim, folder}}`. An entry written in this file wins over a
+# registration of the same name.
+# ---------------------------------------------------------------------------------------------
+REGISTRATION_FILE = "dataset.yaml"
+REGISTRATION_PROBLEMS = []  # "<file>: <problem>" of registration files that could not be read
+_PATH_KEYS = ("label_csv", "test_csv", "test_label_csv", "unlabeled_csv", "unlabeled_truth", "transcripts_csv",
+              "teacher_dir", "audio_dir", "video_dir", "face_dir", "subtitle_csv")
+
+
+def load_registration(path):
+    """Register the data set, label set and features one ``dataset.yaml`` describes; returns the data set's name."""
+    import yaml
+
+    folder = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8-sig") as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict) or not doc.get("name") or not doc.get("emo_rule"):
+        raise ValueError("it needs at least 'name' and 'emo_rule'")
+    name, rule = str(doc["name"]), str(doc["emo_rule"])
+    if doc.get("labels"):
+        EMO_RULE.setdefault(rule, [str(x) for x in doc["labels"]])
+    if rule not in EMO_RULE:
+        raise ValueError(f"emo_rule '{rule}' is not in config.EMO_RULE; add 'labels: [...]' to register it")
+    entry = {k: (os.path.join(folder, str(v)) if k in _PATH_KEYS and v not in (None, "") else v)
+             for k, v in doc.items() if k not in ("name", "labels", "features")}
+    feats = doc.get("features") or {}
+    for feat, spec in feats.items():
+        if spec.get("modality") not in MODALITY_DICTS:
+            raise ValueError(f"feature '{feat}': modality must be one of {', '.join(MODALITY_DICTS)}")
+        MODALITY_DICTS[spec["modality"]].setdefault(feat, [int(spec["dim"]), os.path.join(folder, str(spec["folder"]))])
+    entry.update(registration=os.path.abspath(path), features=list(feats))
+    DATASETS.setdefault(name, entry)
+    return name
+
+
+def register_feature(dataset, feature, modality, dim, folder):
+    """Add a feature to a data set's ``dataset.yaml`` (and to this process's registry); returns the file."""
+    import yaml
+
+    path = DATASETS[dataset]["registration"]
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    doc = yaml.safe_load(text) or {}
+    rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(path))
+    doc.setdefault("features", {})
+    doc["features"] = dict(doc["features"] or {}, **{feature: {"modality": modality, "dim": int(dim), "folder": rel}})
+    head = "".join(line for line in text.splitlines(True) if line.startswith("#"))
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(head)
+        yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)
+    MODALITY_DICTS[modality][feature] = [int(dim), os.path.abspath(folder)]
+    DATASETS[dataset].setdefault("features", []).append(feature)
+    return path
+
+
+def dataset_features(dataset):
+    """The registered features of a data set: those its registration lists, else those whose folder lies in the
+    folder of its label table (features/<dataset>/...)."""
+    ds = DATASETS[dataset]
+    if ds.get("features"):
+        return list(ds["features"])
+    home = os.path.dirname(os.path.abspath(ds["label_csv"])) if ds.get("label_csv") else None
+    if not home:
+        return []
+    return [k for table in MODALITY_DICTS.values() for k, (_, root) in table.items()
+            if os.path.abspath(root).startswith(home + os.sep)]
+
+
+def _load_registrations(root):
+    if not os.path.isdir(root):
+        return
+    for sub in sorted(os.listdir(root)):
+        path = os.path.join(root, sub, REGISTRATION_FILE)
+        if os.path.isfile(path):
+            try:
+                load_registration(path)
+            except Exception as e:  # one bad file must not stop every command; it is named where it matters
+                REGISTRATION_PROBLEMS.append(f"{path}: {e}")
+                import sys
+
+                print(f"warning: data set registration {path} is ignored: {e}; fix it", file=sys.stderr)
+
+
+_load_registrations(FEATURE_ROOT)
+
+
 def find_feature(name):
     """Return ``(modality, dim, root)`` of a registered feature, or raise naming the dictionaries."""
     for modality, table in MODALITY_DICTS.items():

@@ -130,8 +130,10 @@ class TrainConfig:
         from models import load_model_config
 
         if self.dataset not in config.DATASETS and not self.split:
+            ignored = f"; ignored registrations: {'; '.join(config.REGISTRATION_PROBLEMS)}" \
+                if config.REGISTRATION_PROBLEMS else ""
             raise DataError(f"unknown --dataset '{self.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
-                            "register it there or give --split")
+                            "register it (preprocess/import_dataset.py, or config.py) or give --split" + ignored)
         emo_rule = emo_rule_of(self.dataset, self.emo_rule)
         out = dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
                                   model_args={**load_model_config(self.model), **self.model_args})

@@ -441,7 +441,9 @@ def run(args, logger):
     if shard.main:
         report = close_folder(out, [r for part in all_rows for r in part], names, encoder, shard.world,
                               time.time() - t_start)
-        print(summarize(report, out, feature, args.modality, encoder.dim))
+        registered = register_in_dataset(args.dataset, out, feature, args.modality, encoder.dim, args.level,
+                                         report.status.isin(["ok", "exists"]).any())
+        print(summarize(report, out, feature, args.modality, encoder.dim, registered=registered))
         status = 0 if report.status.isin(["ok", "exists"]).all() else 1
     shard.barrier()
     shard.close()
@@ -457,7 +459,27 @@ def _log_to_file(logger, path):
     logger.addHandler(handler)
 
 
-def summarize(report, out, feature, modality, dim, max_listed=15):
+CONFIG_MODALITY = {"audio": "audio", "visual": "video", "text": "text"}
+
+
+def register_in_dataset(dataset, out, feature, modality, dim, level, any_written):
+    """A data set registered by a ``dataset.yaml`` (config.py) gets the new feature added to it, as
+    ``<dataset>-<folder>``, when the folder lies in the data set's folder and is not registered yet; returns
+    ``(file, name)`` or None."""
+    ds = config.DATASETS.get(dataset) or {}
+    path = ds.get("registration")
+    if not (path and any_written) or writer.registered_as(out):
+        return None
+    home = os.path.dirname(os.path.abspath(path))
+    if not os.path.abspath(out).startswith(home + os.sep):
+        return None
+    name = f"{dataset}-{feature}"
+    if level == "FRM" and not name.endswith(config.FRAME_LEVEL_SUFFIXES):
+        name += "-FRM"
+    return config.register_feature(dataset, name, CONFIG_MODALITY[modality], dim, out), name
+
+
+def summarize(report, out, feature, modality, dim, max_listed=15, registered=None):
     """The end of a run, as text: counts, failures with reasons, what was cut, and the config.py line."""
     counts = report["status"].value_counts()
     failed = report[~report.status.isin(["ok", "exists"])]
@@ -478,7 +500,9 @@ def summarize(report, out, feature, modality, dim, max_listed=15):
         if len(failed) > max_listed:
             lines.append(f"  ... and {len(failed) - max_listed} more in {os.path.join(out, writer.REPORT)}")
     known = writer.registered_as(out)
-    if known:
+    if registered:
+        lines.append(f"registered in {registered[0]} as {registered[1]}")
+    elif known:
         lines.append(f"registered in config.py as {', '.join(known)}")
     else:
         lines.append("paste into config.py:")
