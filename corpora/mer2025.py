@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 import config
-from dataloader.files import DataError, index_files, natural_key, npy_header
+from dataloader.files import DataError, index_files, natural_key, npy_header, read_table
 from extraction.media import AUDIO_EXTS, VIDEO_EXTS
 
 LABEL_FILE = "track1_train_disdim.csv"
@@ -73,20 +73,7 @@ def _resolve(release, path, default):
 
 def _read_csv(path, what, fix):
     """A CSV file as a table of strings (empty cells are empty strings), column names stripped and lower-cased."""
-    if not os.path.isfile(path):
-        raise DataError(f"{what} '{path}' is missing: {fix}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{what} '{path}' is empty: {fix}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{what} '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, "
-                        "e.g. iconv -f GBK -t UTF-8") from None
-    except pd.errors.ParserError as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise DataError(f"{what} '{path}' is not a readable CSV file ({first}): {fix}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    return df
+    return read_table(path, what, fix, strings=True, lower=True)
 
 
 def _names(df, path, what):

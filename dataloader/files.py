@@ -22,21 +22,25 @@ def _preview(items, k=5):
     return f"{shown}{more}"
 
 
-def read_table(path, what):
-    """A CSV as a DataFrame (UTF-8, a BOM allowed); an empty, header-only or undecodable file is refused with
-    its name and the fix."""
+def read_table(path, what, fix=None, strings=False, lower=False):
+    """A CSV as a DataFrame (UTF-8, a BOM allowed); a missing, empty, header-only, undecodable or malformed file is
+    refused with its name and ``fix`` (a default one where none is given), and so are rows without a name.
+    ``strings``: every cell a string, empty cells empty strings; ``lower``: column names lower-cased."""
+    tail = f": {fix}" if fix else ""
     if not os.path.isfile(path):
-        raise DataError(f"{what} '{path}' does not exist")
+        raise DataError(f"{what} '{path}' does not exist{tail}")
+    kw = {"dtype": str, "keep_default_na": False} if strings else {"dtype": {"name": str}}
     try:
-        df = pd.read_csv(path, dtype={"name": str}, encoding="utf-8-sig")
+        df = pd.read_csv(path, encoding="utf-8-sig", **kw)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{what} '{path}' is empty: it needs a header row and one row per sample") from None
+        raise DataError(f"{what} '{path}' is empty{tail or ': it needs a header row and one row per sample'}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{what} '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, "
                         "e.g. iconv -f GBK -t UTF-8") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{what} '{path}' is not a valid CSV: {str(e).strip()}") from None
-    df.columns = [str(c).strip() for c in df.columns]
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise DataError(f"{what} '{path}' is not a valid CSV ({first}){tail}") from None
+    df.columns = [str(c).strip().lower() if lower else str(c).strip() for c in df.columns]
     if "name" in df.columns:
         empty = df["name"].isna() | (df["name"].astype(str).str.strip() == "")
         if empty.any():
@@ -44,7 +48,7 @@ def read_table(path, what):
                             f"{_preview((df.index[empty] + 2).tolist())} counting the header as 1); fill or drop them")
         df["name"] = df["name"].astype(str).str.strip()
     if df.empty and len(df.columns):
-        raise DataError(f"{what} '{path}' has a header but no rows; it needs one row per sample")
+        raise DataError(f"{what} '{path}' has a header but no rows{tail or '; it needs one row per sample'}")
     return df
 
 

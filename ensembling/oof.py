@@ -43,7 +43,8 @@ import pandas as pd
 from common.errors import DataError
 from dataloader.files import _preview, natural_key
 from ensembling.rerank import RerankResult, Validation, rerank, validate_rules
-from ensembling.voting import MODES, Members, _read_one, fit_weights, member_ids, read_members, vote, weighted_f1
+from ensembling.voting import (MODES, Members, _read_one, align_names, fit_weights, member_ids, read_members, vote,
+                               weighted_f1)
 
 GLOB_CHARS = "*?["
 
@@ -90,16 +91,8 @@ def _align(entries, flag):
     pos = {n: i for i, n in enumerate(ref)}
     probs, labels, label_src = [], None, None
     for item, names, p, labs in entries:
-        here = set(names)
-        missing = [n for n in ref if n not in here]
-        extra = [n for n in names if n not in pos]
-        if missing or extra:
-            raise DataError(f"{flag} member '{item}' does not hold the same names as '{item0}'"
-                            + (f"; {len(missing)} missing: {_preview(missing)}" if missing else "")
-                            + (f"; {len(extra)} extra: {_preview(extra)}" if extra else "")
-                            + ". Every member must predict the same names.")
-        order = np.empty(len(names), dtype=np.int64)
-        order[[pos[n] for n in names]] = np.arange(len(names))
+        order = align_names(ref, names, pos, f"{flag} member '{item}'", f"'{item0}'",
+                            "Every member must predict the same names.")
         probs.append(p[order])
         if labs is not None:
             labs = np.asarray(labs)[order]
@@ -191,14 +184,8 @@ def read_valid_groups(groups, class_names, items, flag="--valid_preds"):
     entries = []
     for r, (item, group) in enumerate(zip(items, groups)):
         names, probs, labels, _, sets = reads[0] if r == 0 else _read_group(item, group, class_names, flag)
-        here = set(names)
-        missing = [n for n in names0 if n not in here]
-        extra = [n for n in names if n not in fold_of]
-        if missing or extra:
-            raise DataError(f"{flag} member '{item}' does not cover the same names as '{items[0]}'"
-                            + (f"; {len(missing)} missing: {_preview(missing)}" if missing else "")
-                            + (f"; {len(extra)} extra: {_preview(extra)}" if extra else "")
-                            + ". Every member's folds must cover the same labelled names.")
+        align_names(names0, names, fold_of, f"{flag} member '{item}'", f"'{items[0]}'",
+                    "Every member's folds must cover the same labelled names.")
         for path, s in zip(group, sets):
             if s not in sets0:
                 ks = sorted({int(fold_of[n]) for n in s})

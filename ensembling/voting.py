@@ -134,6 +134,21 @@ def _read_one(path, class_names):
     return names, probs / total, labels
 
 
+def align_names(ref, names, pos, what, ref_what, fix):
+    """Positions that put ``names`` in the order of ``ref`` (``pos``: ``{name: index in ref}``); a set of names that
+    differs raises naming ``what``, ``ref_what``, a preview of the missing and extra names, and ``fix``."""
+    here = set(names)
+    missing = [n for n in ref if n not in here]
+    extra = [n for n in names if n not in pos]
+    if missing or extra:
+        raise DataError(f"{what} does not hold the same names as {ref_what}"
+                        + (f"; {len(missing)} missing: {_preview(missing)}" if missing else "")
+                        + (f"; {len(extra)} extra: {_preview(extra)}" if extra else "") + f". {fix}")
+    order = np.empty(len(names), dtype=np.int64)
+    order[[pos[n] for n in names]] = np.arange(len(names))
+    return order
+
+
 def read_members(paths, class_names=None):
     """Read prediction CSVs into :class:`Members`, aligned on the first file's names.
 
@@ -153,17 +168,8 @@ def read_members(paths, class_names=None):
             ref_names, pos = names, {n: i for i, n in enumerate(names)}
             order = np.arange(len(names))
         else:
-            here = set(names)
-            missing = [n for n in ref_names if n not in here]
-            extra = [n for n in names if n not in pos]
-            if missing or extra:
-                raise DataError(
-                    f"prediction file '{path}' does not hold the same names as '{paths[0]}'"
-                    + (f"; {len(missing)} missing: {_preview(missing)}" if missing else "")
-                    + (f"; {len(extra)} extra: {_preview(extra)}" if extra else "")
-                    + ". Every member must predict the same name list (rerun test.py with the same --names).")
-            order = np.empty(len(names), dtype=np.int64)
-            order[[pos[n] for n in names]] = np.arange(len(names))
+            order = align_names(ref_names, names, pos, f"prediction file '{path}'", f"'{paths[0]}'",
+                                "Every member must predict the same name list (rerun test.py with the same --names).")
         probs.append(p[order])
         if labs is not None:
             labs = [labs[i] for i in order]

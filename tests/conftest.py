@@ -157,3 +157,20 @@ def train_args(env, *extra):
         "--dataset", "tiny", "--seed", "0", "--feat", "tiny-signal,tiny-noise", "--epochs", "8", "--lr", "3e-3",
         "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--save_root", str(env.tmp / "saved"),
         "--quiet", "--device", "cpu", "--num_workers", "2", *extra])
+
+
+def write_pred_csv(path, names, probs, classes, labels=None):
+    """A prediction CSV as test.py writes it, plus columns ensemble.py must ignore (an expert weight and the
+    checkpoint a run predicted with)."""
+    df = pd.DataFrame({"name": names})
+    if labels is not None:
+        df["label"] = labels
+    probs = np.asarray(probs, dtype=float)
+    df["pred"] = [classes[i] for i in probs.argmax(1)]
+    for j, c in enumerate(classes):
+        df[f"prob_{c}"] = probs[:, j]
+    df["weight_tiny-signal"] = 0.5
+    df["checkpoint"] = "0123456789abcdef"
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    df.to_csv(path, index=False)
+    return str(path)

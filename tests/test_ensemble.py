@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import config
-from conftest import REPO
+from conftest import REPO, write_pred_csv
 from ensembling.voting import fit_weights, member_ids, read_members, vote, weighted_f1
 from common.errors import DataError
 from ensembling.rerank import (HURTS, Validation, apply_rules, fit_bias, load_rules, rerank, teacher_answers,
@@ -91,17 +91,7 @@ def test_fit_weights_picks_the_member_that_is_right_on_validation():
 # reading members
 # ------------------------------------------------------------------------------------------------------
 def _pred_csv(path, names, probs, classes=C3, labels=None):
-    df = pd.DataFrame({"name": names})
-    if labels is not None:
-        df["label"] = labels
-    probs = np.asarray(probs, dtype=float)
-    df["pred"] = [classes[i] for i in probs.argmax(1)]
-    for j, c in enumerate(classes):
-        df[f"prob_{c}"] = probs[:, j]
-    df["weight_tiny-signal"] = 0.5
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    df.to_csv(path, index=False)
-    return str(path)
+    return write_pred_csv(path, names, probs, classes, labels)
 
 
 def test_read_members_aligns_names_and_classes_and_renormalises(tmp_path):

@@ -148,7 +148,7 @@ def _rewrite(path, fn):
 
 BAD_RELEASES = {
     "missing label table": (lambda m: os.remove(m.release / "track1_train_disdim.csv"),
-                            "track1_train_disdim.csv' is missing: --release must be"),
+                            "track1_train_disdim.csv' does not exist: --release must be"),
     "wrong columns": (lambda m: _rewrite(m.release / "track1_train_disdim.csv",
                                          lambda d: d.rename(columns={"name": "id", "discrete": "label"})),
                       "not MER2025's track-1 layout"),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import config
+from conftest import write_pred_csv
 from common.errors import DataError
 from ensembling.oof import (check_distinct, cross_fit, expand, fit_and_apply, heldout_table, read_test_groups,
                             read_valid_groups)
@@ -21,20 +22,7 @@ C3 = ["neutral", "angry", "happy"]
 
 
 def _pred_csv(path, names, probs, classes=C3, labels=None):
-    """A prediction CSV as test.py writes it, plus columns ensemble.py must ignore (expert weights and the
-    checkpoint a run predicted with)."""
-    df = pd.DataFrame({"name": names})
-    if labels is not None:
-        df["label"] = labels
-    probs = np.asarray(probs, dtype=float)
-    df["pred"] = [classes[i] for i in probs.argmax(1)]
-    for j, c in enumerate(classes):
-        df[f"prob_{c}"] = probs[:, j]
-    df["weight_tiny-signal"] = 0.5
-    df["checkpoint"] = "best.pth"
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    df.to_csv(path, index=False)
-    return str(path)
+    return write_pred_csv(path, names, probs, classes, labels)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -91,7 +79,7 @@ def test_fold_groups_refuse_overlaps_other_folds_and_other_names(tmp_path):
     # other names
     short = [_pred_csv(v / "x0.csv", ["n0", "n1"], p[:2], labels=y[:2]),
              _pred_csv(v / "x1.csv", ["n2", "z"], p[2:], labels=[y[2], "happy"])]
-    with pytest.raises(DataError, match=r"member 'x\*' does not cover the same names as 'a\*'; 1 missing: n3; "
+    with pytest.raises(DataError, match=r"member 'x\*' does not hold the same names as 'a\*'; 1 missing: n3; "
                                         r"1 extra: z"):
         read_valid_groups([a, short], C3, ["a*", "x*"])
     # another number of folds
