@@ -12,6 +12,12 @@ experiment (sorted; test where the data set has test labels, else validation), w
 and a bar chart ``<save_root>/ablation.png``; the drop in F1 without each expert ranks the experts.
 Finished runs are kept: rerunning the same command skips them. Runs are named by their settings, so other
 --train_args train new runs beside them; the table holds only the runs of this command.
+
+Many runs at once (engine/grid.py): ``--jobs 4`` trains four runs at a time, each its own process with
+``--threads max(1, cores // 4)``; ``--gpus 0,1,2,3`` gives each one GPU; ``--cluster slurm`` submits them as a
+SLURM job array through submitit. Each process's output is in ``<save_root>/grid/logs/<experiment>_seed<k>.log``;
+a failed run is named with its log, the others finish, and the command exits 2 without a table. The table
+is the same as with ``--jobs 1`` (the default: one run after another in this process) for the same --threads.
 """
 
 import argparse
@@ -27,8 +33,8 @@ import pandas as pd  # noqa: E402
 
 import eval_avg_performance as eap  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from common.errors import DataError  # noqa: E402
-from engine.trainer import train  # noqa: E402
+from common.errors import DataError, OptionalDependencyError  # noqa: E402
+from engine.grid import add_grid_flags, grid_options, run_grid  # noqa: E402
 from common.utils import add_threads_flag, error_line, parse_feat_list, set_threads  # noqa: E402
 
 
@@ -68,6 +74,7 @@ def main(argv=None):
     p.add_argument("--save_root", default=None, help="default: saved/ablation_<dataset>_<model>")
     p.add_argument("--train_args", default="", help="further train.py flags, e.g. \"--epochs 20 --lr 1e-3\"")
     add_threads_flag(p)
+    add_grid_flags(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
     feats = parse_feat_list(args.feat)
@@ -76,21 +83,27 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = experiments(feats, parts)
     print(f"{len(runs)} experiments x {len(seeds)} seeds, model {args.model}, under {save_root}", flush=True)
-    rows = []
     try:
         base = TrainConfig.from_argv(args.train_args.split())
+        specs, keys = [], []
         for name, fs in runs:
             for seed in seeds:
+                folder = name.replace(":", "=")
                 cfg = base.replace(dataset=args.dataset, seed=seed, model=args.model, feat=list(fs), test=True,
-                                   quiet=True, resume=True, save_root=os.path.join(save_root, name.replace(":", "=")))
-                s = train(cfg)
-                score = s.get("test_f1", s["valid_f1"])
-                print(f"{name} seed {seed}: weighted F1 {score:.4f}", flush=True)
-                rows.append({"experiment": name, "seed": seed, **{k: s.get(k) for k in (
-                    "valid_acc", "valid_f1", "test_acc", "test_f1")}})
-    except (DataError, KeyError, ValueError) as e:
+                                   quiet=True, resume=True, save_root=os.path.join(save_root, folder))
+                specs.append((f"{folder}_seed{seed}", cfg))
+                keys.append((name, seed))
+
+        def report(i, res):
+            s = res.summary
+            print(f"{keys[i][0]} seed {keys[i][1]}: weighted F1 {s.get('test_f1', s['valid_f1']):.4f}", flush=True)
+
+        results = run_grid(specs, os.path.join(save_root, "grid"), on_result=report, **grid_options(args))
+    except (DataError, KeyError, ValueError, OptionalDependencyError) as e:
         print(error_line(e), file=sys.stderr)
         return 2
+    rows = [{"experiment": name, "seed": seed, **{k: r.summary.get(k) for k in (
+        "valid_acc", "valid_f1", "test_acc", "test_f1")}} for (name, seed), r in zip(keys, results)]
     table = eap.summarise(pd.DataFrame(rows))
     out = os.path.join(save_root, "ablation")
     table.to_csv(out + ".csv", index=False, float_format="%.4f")

@@ -13,6 +13,11 @@ Everything goes under ``--out`` (default ``saved/semi_<dataset>/seed<k>/<mode>[_
 run folders, the pseudo-label lists and tables, their precision reports, ``semi.log`` and ``result.json``.
 A rerun of the same command skips finished runs; an interrupted ACL loop resumes from its last finished
 iteration (``acl_state.json``). Strategy parameters as in pseudo_label.py.
+
+Where the runs train (engine/grid.py): ``--gpus 1`` puts them on GPU 1, ``--cluster slurm`` submits each as a
+SLURM job through submitit (process logs in ``<out>/grid/logs``). One seed's runs depend on each other (stage 2
+needs stage 1's pseudo labels; each ACL round needs the labels of the round before), so ``--jobs`` above 1
+gains nothing here; bench/low_resource.py --jobs runs the drivers of several seeds at once.
 """
 
 import argparse
@@ -29,6 +34,8 @@ from dataloader.files import DataError, read_names_csv
 from dataloader.splits import low_resource_split
 from engine.config import emo_rule_of
 from pseudo.drivers import acl_loop, two_stage
+from engine.grid import Grid, add_grid_flags, grid_options
+from common.errors import OptionalDependencyError
 from common.utils import set_threads
 
 
@@ -45,6 +52,7 @@ def build_parser():
                    help="low-resource run: keep N labelled samples drawn stratified (by --seed) from the split's "
                         "training list; the rest of that list joins the unlabelled pool, its labels kept back to "
                         "measure pseudo-label precision (<out>/labelled.json, <out>/pool_truth.csv)")
+    add_grid_flags(p)
     return p
 
 
@@ -76,17 +84,20 @@ def main(argv=None):
         out = args.out or os.path.join("saved", f"semi_{args.dataset}", f"seed{args.seed}", tag)
         if args.n_labelled is not None:
             split, pool, truth = low_resource_pool(split, args, out, pool)
+        grid = Grid(os.path.join(out, "grid"), **grid_options(args))
         if args.mode == "acl":
             kw = strategy_kwargs(argparse.Namespace(**{**vars(args), "strategy": "acl"}))
             kw.pop("t")
-            res = acl_loop(args.dataset, args.seed, split, train_args, args.teachers, pool, truth, out,
-                           args.max_iter, kw, args.device)
+            with grid:
+                res = acl_loop(args.dataset, args.seed, split, train_args, args.teachers, pool, truth, out,
+                               args.max_iter, kw, args.device, grid=grid)
         else:
             if args.strategy not in ("none", "teacher", "student", "consensus", "acl"):
                 raise DataError(f"unknown --strategy '{args.strategy}'")
-            res = two_stage(args.dataset, args.seed, split, train_args, args.strategy, strategy_kwargs(args),
-                            args.teachers, pool, truth, out, args.stage2_init, args.weight,
-                            args.weight_by_confidence, args.device)
+            with grid:
+                res = two_stage(args.dataset, args.seed, split, train_args, args.strategy, strategy_kwargs(args),
+                                args.teachers, pool, truth, out, args.stage2_init, args.weight,
+                                args.weight_by_confidence, args.device, grid=grid)
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(res, f, indent=1, default=str)
         s1, s2 = res["stage1"] or {}, res["stage2"]
@@ -96,7 +107,7 @@ def main(argv=None):
             print(f"stage 1 / first iteration: test weighted F1 {s1['test_f1']:.4f}")
         if s2.get("test_f1") is not None:
             print(f"final: test weighted F1 {s2['test_f1']:.4f}, valid {s2['valid_f1']:.4f}")
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OptionalDependencyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -16,6 +16,11 @@ planted bias, so a rule that helps on test may be flagged there (that is the poi
 
 Prints both tables and ends with ``ensemble gain over best single run: <weighted F1 points>`` (part 1, soft
 voting minus the best single run's test weighted F1). Finished runs are skipped on a rerun.
+
+Many runs at once (engine/grid.py): ``--jobs N`` trains the seeds of each part N at a time, each its own
+process (``--gpus 0,1`` spreads them over GPUs, ``--cluster slurm`` submits them through submitit); the
+figures are those of ``--jobs 1`` (the default: one run after another in this process) for the same --threads.
+Process logs: ``<save_root>/grid/logs``.
 """
 
 import argparse
@@ -32,7 +37,8 @@ from ensembling.voting import fit_weights, read_members, vote
 from dataloader.files import read_label_csv
 from common.metrics import emotion_metrics
 from ensembling.rerank import Validation, load_rules, rerank, teacher_answers
-from engine.trainer import train
+from engine.grid import GridFailed, add_grid_flags, grid_options, run_grid
+from common.errors import OptionalDependencyError
 from common.utils import add_threads_flag, get_logger, set_threads
 from dataloader import splits as build_splits
 
@@ -54,17 +60,19 @@ def plant_bias(label_csv, out_csv, rate, target="worried", sources=BIASED_FROM, 
 
 
 def train_seeds(split, seeds, root, args, log):
-    """One run per seed on ``split`` (None: each seed's own split train_lst/demo/seed<k>.json)."""
-    runs = []
-    for seed in seeds:
-        targs = TrainConfig.from_argv([
-            "--dataset", "demo", "--seed", str(seed), "--feat", args.feat, "--model", args.model,
-            "--epochs", str(args.epochs), "--lr", str(args.lr), "--save_root", root, "--device", args.device,
-            "--test", "--quiet", "--resume"] + (["--split", split] if split else []))
-        s = train(targs)
-        log.info(f"{root} seed {seed}: valid F1 {s['valid_f1']:.4f}, test F1 {s['test_f1']:.4f}")
-        runs.append(s["run_dir"])
-    return runs
+    """One run per seed on ``split`` (None: each seed's own split train_lst/demo/seed<k>.json), ``--jobs`` at
+    a time (engine/grid.py); their run folders, in the order of ``seeds``."""
+    specs = [(f"{os.path.relpath(root, args.save_root)}_seed{seed}", TrainConfig.from_argv([
+        "--dataset", "demo", "--seed", str(seed), "--feat", args.feat, "--model", args.model,
+        "--epochs", str(args.epochs), "--lr", str(args.lr), "--save_root", root, "--device", args.device,
+        "--test", "--quiet", "--resume"] + (["--split", split] if split else []))) for seed in seeds]
+
+    def report(i, res):
+        s = res.summary
+        log.info(f"{root} seed {seeds[i]}: valid F1 {s['valid_f1']:.4f}, test F1 {s['test_f1']:.4f}")
+
+    results = run_grid(specs, os.path.join(args.save_root, "grid"), on_result=report, **grid_options(args))
+    return [r.summary["run_dir"] for r in results]
 
 
 def members(runs, class_names):
@@ -90,8 +98,17 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_ensemble"))
     add_threads_flag(p)
+    add_grid_flags(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
+    try:
+        return bench(args)
+    except (GridFailed, OptionalDependencyError) as e:  # a failed run of several at once, a missing submitit
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def bench(args):
     log = get_logger("mer.bench_ensemble", os.path.join(args.save_root, "bench.log"), append=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     ds = config.DATASETS["demo"]

@@ -24,6 +24,13 @@ line ``best gain over none at N=<smallest N>: <weighted F1 points>``. Finished r
 Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts. The
 presets below are defaults for the data sets the README's results use; any other registered data set takes
 ``--feat``, ``--teachers`` and ``--train_args``.
+
+Many runs at once (engine/grid.py): with ``--jobs N`` (``--gpus``, ``--cluster``) every (N, seed, strategy)
+driver runs together: the stage-1 runs of all N and seeds train at once (each trained once, shared by its
+strategies), then each strategy's stage 2 as soon as its pseudo labels are made. The ACL rounds of one (N,
+seed) are sequential (each needs the labels of the round before); those of different seeds run side by side.
+The table is that of ``--jobs 1`` (the default: one run after another in this process) for the same --threads.
+Process logs: ``<save_root>/grid/logs``.
 """
 
 import argparse
@@ -37,8 +44,9 @@ import pandas as pd
 import _paths  # noqa: F401
 import config
 from dataloader.splits import low_resource_split
-from pseudo.drivers import acl_loop, two_stage
-from common.errors import DataError
+from pseudo.drivers import acl_steps, run_drivers, two_stage_steps
+from common.errors import DataError, OptionalDependencyError
+from engine.grid import Grid, GridFailed, add_grid_flags, grid_options
 from common.utils import add_threads_flag, get_logger, set_threads
 from engine.config import emo_rule_of
 
@@ -86,6 +94,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=None, help="default saved/low_resource_<dataset>")
     add_threads_flag(p)
+    add_grid_flags(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
 
@@ -121,7 +130,7 @@ def main(argv=None):
     ns = [int(x) for x in args.n.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     strategies = args.strategies.split(",")
-    rows, t0 = [], time.time()
+    drivers, t0 = [], time.time()
     for n in ns:
         for seed in seeds:
             base_name = args.base_split or preset.get("base_split", "seed{seed}.json")
@@ -142,23 +151,23 @@ def main(argv=None):
             truth_csv = os.path.join(folder, "pool_truth.csv")
             pd.DataFrame({"name": list(truth), "discrete": list(truth.values())}).to_csv(truth_csv, index=False)
             for strategy in strategies:
-                t1 = time.time()
                 if strategy == "acl":
-                    res = acl_loop(args.dataset, seed, split, train_args, teachers, pool, truth_csv, folder,
-                                   args.max_iter, {"top_k": args.top_k}, args.device, log)
+                    steps = acl_steps(args.dataset, seed, split, train_args, teachers, pool, truth_csv, folder,
+                                      args.max_iter, {"top_k": args.top_k}, args.device, log)
                 else:
                     kw = {"teacher": {"min_conf": args.min_conf}, "student": {"top_k": args.top_k},
                           "consensus": {"top_k": args.consensus_top_k}}.get(strategy, {})
                     tag = f"consensus_k{args.consensus_top_k}" if strategy == "consensus" and args.consensus_top_k \
                         else strategy
-                    res = two_stage(args.dataset, seed, split, train_args, strategy, kw, teachers, pool,
-                                    truth_csv, folder, "scratch", device=args.device, log=log, tag=tag)
-                rows.append({"n": n, "seed": seed, "strategy": strategy, "test_f1": res["stage2"]["test_f1"],
-                             "test_acc": res["stage2"]["test_acc"], "valid_f1": res["stage2"]["valid_f1"],
-                             "n_pseudo": res["n_pseudo"], "precision": res["precision"]})
-                log.info(f"N={n} seed={seed} {strategy}: test F1 {rows[-1]['test_f1']:.4f} "
-                         f"({res['n_pseudo']} pseudo labels) in {time.time() - t1:.1f}s; total "
-                         f"{(time.time() - t0) / 60:.1f} min")
+                    steps = two_stage_steps(args.dataset, seed, split, train_args, strategy, kw, teachers, pool,
+                                            truth_csv, folder, "scratch", device=args.device, log=log, tag=tag)
+                drivers.append(row_of(steps, n, seed, strategy, log, t0))
+    try:
+        with Grid(os.path.join(root, "grid"), **grid_options(args)) as grid:
+            rows = run_drivers(drivers, grid)
+    except (GridFailed, OptionalDependencyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     raw = pd.DataFrame(rows)
     raw.to_csv(os.path.join(root, "runs.csv"), index=False)
     table = summarise(raw)
@@ -175,6 +184,18 @@ def main(argv=None):
         and len(sub) > 1 else float("nan")
     print(f"best gain over none at N={n0}: {gain:.2f}")
     return 0
+
+
+def row_of(steps, n, seed, strategy, log, t0):
+    """A driver whose result is its row of the table (logged as it finishes)."""
+    t1 = time.time()
+    res = yield from steps
+    row = {"n": n, "seed": seed, "strategy": strategy, "test_f1": res["stage2"]["test_f1"],
+           "test_acc": res["stage2"]["test_acc"], "valid_f1": res["stage2"]["valid_f1"], "n_pseudo": res["n_pseudo"],
+           "precision": res["precision"]}
+    log.info(f"N={n} seed={seed} {strategy}: test F1 {row['test_f1']:.4f} ({res['n_pseudo']} pseudo labels) in "
+             f"{time.time() - t1:.1f}s; total {(time.time() - t0) / 60:.1f} min")
+    return row
 
 
 def summarise(raw):

@@ -17,6 +17,13 @@ Finished runs of the same settings are skipped on a rerun (train.py ``--resume``
 holding a run of other settings, e.g. after other ``--train_args`` or another pseudo-label list, is refused,
 naming what differs, so an old F1 is never reported for new settings) and the ACL loop keeps its state in
 ``acl_state.json`` after every finished iteration, so an interrupted loop resumes where it stopped.
+
+Runs at once (``grid``, an ``engine.grid.Grid``): each driver is a generator (:func:`two_stage_steps`,
+:func:`acl_steps`) that asks for one run at a time and gets its summary back, so that ``engine.grid.drive`` can
+run many drivers together: the stage-1 runs of several seeds (or of several N in the low-resource bench) train
+at once, and a driver whose run finished makes its pseudo labels while the others train. Within one driver
+the runs stay sequential: stage 2 needs stage 1's pseudo labels, and each ACL round the labels of the round
+before. Without ``grid`` (or with one job) the drivers run in this process, one run after another, as before.
 """
 
 import json
@@ -32,6 +39,7 @@ from engine.config import emo_rule_of
 from pseudo import strategies as pseudo
 from dataloader.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
 from common.utils import get_logger
+from engine.grid import RunFailed, drive
 
 
 def teacher_matrix(paths, names, emo_rule, log=None):
@@ -119,18 +127,57 @@ def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
     return path
 
 
-def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
-    """One train.py run (skipped when a finished run of the same settings is there; a run of other settings
-    in its folder is refused, never reported); returns its summary dict. ``train_args``: train.py flags."""
+def train_config(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
+    """The settings of one driver run: ``train_args`` (train.py flags) with its split list, folder and seed;
+    resumed (a finished run of the same settings is skipped; one of other settings in its folder is refused,
+    never reported) and tested."""
     from engine.config import TrainConfig
-    from engine.trainer import train
 
     cfg = TrainConfig.from_argv(list(train_args)).replace(
         split=split, save_root=save_root, run_name=run_name, seed=seed, device=device, resume=True, quiet=True,
         test=True)
     if model_pretrain:
         cfg = cfg.replace(model_pretrain=model_pretrain)
-    return train(cfg)
+    return cfg
+
+
+def train_run(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
+    """One train.py run in this process (see :func:`train_config`); returns its summary dict."""
+    from engine.trainer import train
+
+    return train(train_config(train_args, split, save_root, run_name, seed, model_pretrain, device))
+
+
+def run_drivers(drivers, grid=None):
+    """Run driver generators (:func:`two_stage_steps`, :func:`acl_steps`); returns each one's result. In this
+    process (``grid`` None or of one job): one driver after another, each run by :func:`train_run`, as before.
+    Otherwise through ``engine.grid.drive``: every driver's runs go to ``grid`` as they are asked for."""
+    if grid is None or grid.in_process:
+        out = []
+        for gen in drivers:
+            try:
+                request = next(gen)
+                while True:
+                    request = gen.send(train_run(*request))
+            except StopIteration as stop:
+                out.append(stop.value)
+        return out
+    return drive([_grid_requests(gen) for gen in drivers], grid)
+
+
+def _grid_requests(gen):
+    """A driver's requests (:func:`train_run` arguments) as ``engine.grid.drive`` takes them: (name, config)."""
+    send, throw = None, None
+    while True:
+        try:
+            request = gen.throw(throw) if throw is not None else gen.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send, throw = None, None
+        try:
+            send = yield None, train_config(*request)
+        except RunFailed as e:
+            throw = e
 
 
 def student_probs(run_dirs, names, device="auto"):
@@ -179,10 +226,21 @@ def _select_and_write(strategy, kw, probs, t_lab, t_conf, pool, class_names, spl
 
 def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), pool=None, truth_csv=None,
               out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto", log=None,
-              tag=None):
+              tag=None, grid=None):
     """Stage 1 on ``split``; pseudo labels on ``pool`` by ``strategy``; stage 2 on labelled + pseudo.
     Returns a dict with stage-1 and stage-2 metrics and the pseudo-label counts and precision. ``tag`` names
-    the stage-2 files (default: the strategy), so variants of one strategy can share a folder."""
+    the stage-2 files (default: the strategy), so variants of one strategy can share a folder. ``grid``: where
+    the runs train (``engine.grid.Grid``; default: in this process)."""
+    return run_drivers([two_stage_steps(dataset, seed, split, train_args, strategy, strategy_kw, teachers, pool,
+                                        truth_csv, out_dir, stage2_init, weight, weight_by_confidence, device, log,
+                                        tag)], grid)[0]
+
+
+def two_stage_steps(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), pool=None, truth_csv=None,
+                    out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto",
+                    log=None, tag=None):
+    """:func:`two_stage` as a generator (:func:`run_drivers`): yields each run it needs as the arguments of
+    :func:`train_run` and receives its summary; returns the result dict."""
     tag = tag or strategy
     ds_cfg = config.DATASETS.get(dataset, {})
     emo_rule = emo_rule_of(dataset)
@@ -194,7 +252,7 @@ def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=
     pool = _pool(pool, ds_cfg, split_doc, forbidden, log)
     truth = read_truth(truth_csv, emo_rule)
     t0 = time.time()
-    s1 = train_run(train_args, split, out_dir, "stage1", seed, device=device)
+    s1 = yield (train_args, split, out_dir, "stage1", seed, None, device)
     log.info(f"stage 1: valid F1 {s1['valid_f1']:.4f}" + (f", test F1 {s1['test_f1']:.4f}" if 'test_f1' in s1 else ""))
     result = {"strategy": strategy, "stage1": _result(s1)}
     if strategy == "none":
@@ -212,7 +270,7 @@ def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=
     write_pseudo_split(pseudo_path, split_doc, frame, forbidden,
                        {"strategy": strategy, "params": strategy_kw, "teachers": list(teachers), "seed": seed})
     init = os.path.join(s1["run_dir"], "best.pth") if stage2_init == "stage1" else None
-    s2 = train_run(train_args, pseudo_path, out_dir, f"stage2_{tag}", seed, model_pretrain=init, device=device)
+    s2 = yield (train_args, pseudo_path, out_dir, f"stage2_{tag}", seed, init, device)
     log.info(f"stage 2 ({tag}, {len(frame)} pseudo labels): valid F1 {s2['valid_f1']:.4f}"
              + (f", test F1 {s2['test_f1']:.4f}" if 'test_f1' in s2 else "") + f"; {time.time() - t0:.1f}s")
     result.update(stage2=_result(s2), n_pseudo=len(frame), precision=prec, counts=counts, pseudo_split=pseudo_path)
@@ -234,10 +292,18 @@ def _pool(pool, ds_cfg, split_doc, forbidden, log):
 
 
 def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=None, out_dir=None, max_iter=5,
-             acl_kw=None, device="auto", log=None):
+             acl_kw=None, device="auto", log=None, grid=None):
     """ACL-MER: train from scratch, label with refined student+teacher scores, move the chosen samples into
     the labelled pool, repeat for ``max_iter`` labelling rounds or until nothing new is chosen; the last
-    model (trained on the final pool) is the result. State in ``<out_dir>/acl_state.json``."""
+    model (trained on the final pool) is the result. State in ``<out_dir>/acl_state.json``. The rounds are
+    sequential (each trains on the labels of the round before); ``grid``: where they train (default: here)."""
+    return run_drivers([acl_steps(dataset, seed, split, train_args, teachers, pool, truth_csv, out_dir, max_iter,
+                                  acl_kw, device, log)], grid)[0]
+
+
+def acl_steps(dataset, seed, split, train_args, teachers, pool=None, truth_csv=None, out_dir=None, max_iter=5,
+              acl_kw=None, device="auto", log=None):
+    """:func:`acl_loop` as a generator (see :func:`two_stage_steps`)."""
     ds_cfg = config.DATASETS.get(dataset, {})
     emo_rule = emo_rule_of(dataset)
     class_names = config.EMO_RULE[emo_rule]
@@ -262,8 +328,7 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
     while True:
         cur_split = split if t == 0 else os.path.join(out_dir, f"acl_iter{t}.json")
         # iteration 0 is the labelled-only model: the same run as two_stage's stage 1, shared with it
-        summary = train_run(train_args, cur_split, out_dir, "stage1" if t == 0 else f"acl_iter{t}", seed,
-                            device=device)
+        summary = yield (train_args, cur_split, out_dir, "stage1" if t == 0 else f"acl_iter{t}", seed, None, device)
         if state["done"] or t >= max_iter:
             break
         taken_names = set(taken["name"])
