@@ -168,12 +168,13 @@ class FeatureStore:
     def lengths(self, rows):
         return (self.offsets[rows + 1] - self.offsets[rows]).astype(np.int64)
 
-    def gather(self, rows, max_len=None):
-        """Features of ``rows``: ``(B, dim)`` float32, or for frame level ``(B, L, dim)`` and a bool mask
-        ``(B, L)`` (True on real frames). Sequences longer than ``max_len`` are subsampled evenly."""
+    def gather(self, rows, max_len=None, dtype=np.float32):
+        """Features of ``rows``: ``(B, dim)``, or for frame level ``(B, L, dim)`` and a bool mask ``(B, L)`` (True
+        on real frames). Sequences longer than ``max_len`` are subsampled evenly. ``dtype``: float32 by default;
+        None keeps the pack's own (float16 packs stay float16: half the bytes to copy, cast on the device)."""
         rows = np.asarray(rows, dtype=np.int64)
         if not self.frame_level:
-            return np.asarray(self.data[rows], dtype=np.float32), None
+            return np.asarray(self.data[rows], dtype=dtype), None
         starts = self.offsets[rows]
         lens = self.lengths(rows)
         keep = lens if max_len is None else np.minimum(lens, max_len)
@@ -183,7 +184,7 @@ class FeatureStore:
         # evenly spaced frame positions; the identity where the sequence fits
         pos = (t * lens[:, None]) // np.maximum(keep[:, None], 1)
         idx = np.where(mask, starts[:, None] + pos, 0)
-        x = np.asarray(self.data[idx.reshape(-1)], dtype=np.float32).reshape(len(rows), width, self.dim)
+        x = np.asarray(self.data[idx.reshape(-1)], dtype=dtype).reshape(len(rows), width, self.dim)
         x[~mask] = 0.0
         return x, mask
 
@@ -201,7 +202,7 @@ class MissingFeature:
     def lengths(self, rows):
         return np.ones(len(rows), dtype=np.int64)
 
-    def gather(self, rows, max_len=None):
+    def gather(self, rows, max_len=None, dtype=np.float32):
         if self.frame_level:
             return np.zeros((len(rows), 1, self.dim), np.float32), np.zeros((len(rows), 1), bool)
         return np.zeros((len(rows), self.dim), np.float32), None

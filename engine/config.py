@@ -13,7 +13,9 @@ A run's settings come in layers, each overriding the one before:
 Its *identity* (:meth:`TrainConfig.identity`) is what decides the result: data, features, model and its
 hyperparameters, optimisation, and the content (SHA-1) of the split list, the initial checkpoint and the
 dialogue tables, so that a file rewritten in place counts as a change. Where a run is written, on which
-device, with how many reader threads, and whether it is tested are not part of it. The identity's hash names
+device, with how many reader threads, whether it is compiled or uses TF32 or a fused optimiser, and whether it is
+tested are not part of it; mixed precision (``amp``) and the optimiser are, but only when not at their defaults
+(off, adam), so that the runs made before those settings existed keep their hashes. The identity's hash names
 a run folder by default (``<model>-<hash>``, the seed left out so that the seeds of one setting share a name
 across ``seed<k>`` folders) and guards it: a run folder never holds, resumes or reports a run of other
 settings (:func:`check_run_folder`).
@@ -40,6 +42,11 @@ MODEL_FLAGS = ("hidden_dim", "dropout", "att_norm", "seq_layers", "seq_heads", "
 # what decides a run's result (the rest says where and how it runs)
 IDENTITY_FIELDS = ("dataset", "seed", "emo_rule", "feat", "feat_norm", "model", "model_args", "lr", "l2",
                    "batch_size", "epochs")
+# settings that change the result but were added later: part of the identity only when not at their default, so
+# that every run made before them keeps its hash and its folder name
+IDENTITY_UNLESS_DEFAULT = {"amp": "off", "optimizer": "adam"}
+AMP_MODES = ("off", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclass
@@ -64,7 +71,12 @@ class TrainConfig:
     l2: float = 1e-5
     batch_size: int = 64
     epochs: int = 40
+    optimizer: str = "adam"  # adam | adamw (identity only when not adam)
+    amp: str = "off"  # off | bf16 | fp16: autocast of the training steps (identity only when not off)
     # where and how (not part of the identity)
+    compile: bool = False  # torch.compile the model (the same maths, other kernels)
+    fused: bool = False  # the optimiser's fused kernel where torch has one (the same maths)
+    tf32: bool = True  # TF32 matrix products on CUDA (float32 storage, 10-bit mantissa products)
     save_root: str = "./saved"
     run_name: str = None
     save_as_time: bool = False
@@ -150,18 +162,30 @@ class TrainConfig:
                 _check_value(f"--{key}", self.model_args[key], rule)
         if self.feat_norm not in ("standard", "none"):
             raise DataError(f"--feat_norm {self.feat_norm!r}: use standard or none")
+        if self.amp not in AMP_MODES:
+            raise DataError(f"--amp {self.amp!r}: use {', '.join(AMP_MODES[1:])} or off (mixed precision of the "
+                            "training steps; off: float32)")
+        if self.optimizer not in OPTIMIZERS:
+            raise DataError(f"--optimizer {self.optimizer!r}: use adam or adamw")
+        for key in ("compile", "fused", "tf32"):
+            if not isinstance(getattr(self, key), bool):
+                raise DataError(f"{key}: {getattr(self, key)!r} is not true or false (in a --config YAML write "
+                                f"{key}: true)")
 
     # --------------------------------------------------------------------------------------- identity
     def identity(self):
-        """What decides the result (call on a resolved config): the identity fields, and the content of the
-        split list, the initial checkpoint and the dialogue tables. The files are read once per config (a run asks
-        for its identity several times, and an initial checkpoint can be large)."""
-        key = json.dumps([getattr(self, k) for k in IDENTITY_FIELDS] + [self.split_path(), self.model_pretrain,
+        """What decides the result (call on a resolved config): the identity fields, those of
+        ``IDENTITY_UNLESS_DEFAULT`` that are not at their default (``--amp bf16``, ``--optimizer adamw``), and the
+        content of the split list, the initial checkpoint and the dialogue tables. The files are read once per
+        config (a run asks for its identity several times, and an initial checkpoint can be large)."""
+        extra = {k: getattr(self, k) for k, default in IDENTITY_UNLESS_DEFAULT.items() if getattr(self, k) != default}
+        key = json.dumps([getattr(self, k) for k in IDENTITY_FIELDS] + [extra, self.split_path(), self.model_pretrain,
                                                                         list(self.dialogue_csv)], default=str)
         cached = self.__dict__.get("_identity")
         if cached is not None and cached[0] == key:
             return dict(cached[1])
         out = {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        out.update(extra)
         out["feat"] = list(self.feat)
         out["split_sha1"] = file_sha1(self.split_path(), "split list")
         out["model_pretrain_sha1"] = file_sha1(self.model_pretrain, "--model_pretrain") if self.model_pretrain else None
@@ -354,6 +378,16 @@ def build_parser():
     add("--batch_size", type=int, help=f"default {d.batch_size}")
     add("--num_workers", type=int, help=f"threads reading feature files into the packed cache (default {d.num_workers})")
     add("--epochs", type=int, help=f"default {d.epochs}")
+    add("--optimizer", help=f"adam (weight decay as an L2 gradient term, MRAC25's) or adamw (decoupled weight "
+                            f"decay); default {d.optimizer}")
+    add("--amp", help="mixed precision of the training steps: bf16, fp16 (with a gradient scaler) or off (float32, "
+                      "the default); predictions stay float32")
+    add("--compile", action="store_true", default=None,
+        help="torch.compile the model (falls back to eager with a warning where torch cannot compile)")
+    add("--fused", action="store_true", default=None,
+        help="the optimiser's fused kernel where torch has one for the device (else a warning)")
+    add("--no_tf32", dest="tf32", action="store_false", default=None,
+        help="full float32 matrix products on CUDA (TF32 is on by default there; no effect on the CPU)")
     add_threads_flag(p)
     add("--gpu", type=int, help="CUDA device index (default 0)")
     add("--device", choices=["auto", "cpu", "cuda"], help="default auto")

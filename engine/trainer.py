@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import time
 
 import numpy as np
@@ -56,33 +57,48 @@ def attach_dialogues(samples, index, log=None, what="list"):
         log.info(f"context: {what}: {describe_groups(groups)}")
 
 
+EVAL_BATCH = 4096  # smallest batch of an evaluation pass: no gradients to keep, so few large batches are cheapest
+
+
+def eval_batch_size(batch_size):
+    """The batch size of evaluation passes for a run trained with ``batch_size``: at least ``EVAL_BATCH``."""
+    return max(int(batch_size), EVAL_BATCH)
+
+
 @torch.no_grad()
 def predict(model, samples, batch_size=512, drop=None, return_heads=False):
     """Class probabilities ``(N, C)``, expert weights ``(N, E)`` where the model gives them, and the mean
     cross-entropy of the predictions (comparable across models; auxiliary loss terms left out), rows in the
     order of ``samples.names`` (also when batches hold whole dialogues).
     ``drop``: indices of experts to leave out (a missing modality). ``return_heads``: also return each
-    expert head's class probabilities ``(N, H, C)`` (models with heads, e.g. moe; else None)."""
+    expert head's class probabilities ``(N, H, C)`` (models with heads, e.g. moe; else None).
+
+    Everything stays on the device until the list is done, then comes back in one copy per output (no read-back
+    per batch). Predictions are made in float32 whatever ``--amp`` trained the model, so that test.py gives
+    back the numbers a run wrote."""
     model.eval()
-    probs, weights, heads, idx, losses, counts = [], [], [], [], [], []
+    probs, weights, heads, idx = [], [], [], []
+    loss_sum, counted = None, 0
     for batch in samples.iter_batches(batch_size):
         out = model(batch["feats"], batch["masks"], drop=drop, **dialogue_args(batch))
         idx.append(batch["idx"])
-        probs.append(out["logits"].float().softmax(-1).cpu())
+        logits = out["logits"].float()
+        probs.append(logits.softmax(-1))
         if out.get("expert_weights") is not None:
-            weights.append(out["expert_weights"].float().cpu())
+            weights.append(out["expert_weights"].float())
         if return_heads and out.get("expert_logits") is not None:
-            heads.append(out["expert_logits"].float().softmax(-1).cpu())
+            heads.append(out["expert_logits"].float().softmax(-1))
         if batch["labels"] is not None:
-            losses.append(float(F.cross_entropy(out["logits"].float(), batch["labels"])) * len(batch["idx"]))
-            counts.append(len(batch["idx"]))
+            part = F.cross_entropy(logits, batch["labels"]).double() * len(batch["idx"])
+            loss_sum = part if loss_sum is None else loss_sum + part
+            counted += len(batch["idx"])
     order = np.argsort(np.concatenate(idx), kind="stable")  # batch order -> list order
 
     def _rows(parts):
-        return torch.cat(parts).numpy()[order] if parts else None
+        return torch.cat(parts).cpu().numpy()[order] if parts else None
 
     probs, weights = _rows(probs), _rows(weights)
-    loss = sum(losses) / sum(counts) if counts else float("nan")
+    loss = float(loss_sum) / counted if counted else float("nan")
     if return_heads:
         return probs, weights, loss, _rows(heads)
     return probs, weights, loss
@@ -155,6 +171,7 @@ def train(cfg):
     model_class(cfg.model)  # an unknown model stops here, before a run folder is made for it
     device = resolve_device(cfg.device, cfg.gpu)
     set_threads(cfg.threads)
+    set_tf32(device, cfg.tf32)
     run_dir = cfg.run_dir()
     existed = os.path.isdir(run_dir)
     lock = FileLock(os.path.join(run_dir, RUN_LOCK), what=f"run folder '{run_dir}'",
@@ -179,9 +196,9 @@ def _train_locked(cfg, class_names, device, run_dir):
     early = _Held()  # what is logged before the run folder may be touched, for its train.log
     log.addHandler(early)
     data = load_data(cfg, class_names, device, log)
-    model, optimizer = build_model(cfg, data, device, log)
-    history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log) if state == "resume" \
-        else ([], None, 0)
+    model, optimizer, precision = build_model(cfg, data, device, log)
+    history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log, precision) \
+        if state == "resume" else ([], None, 0)
     # everything is checked: from here on the run folder is written
     if state != "resume":
         clear_results(run_dir)  # nothing of an earlier run may be read as this one's
@@ -196,7 +213,7 @@ def _train_locked(cfg, class_names, device, run_dir):
     meta = {"feat": cfg.feat, "emo_rule": cfg.emo_rule, "class_names": class_names, "seed": cfg.seed,
             "dataset": cfg.dataset, "dialogue_csv": list(cfg.dialogue_csv), "config": cfg.to_dict(),
             "config_hash": cfg.config_hash(), "versions": versions()}
-    best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log)
+    best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision)
     return finish(cfg, run_dir, model, history, best, device, log)
 
 
@@ -304,7 +321,8 @@ def write_config(run_dir, cfg):
 
 
 def build_model(cfg, data, device, log):
-    """The model (standardised inputs, an initial checkpoint if given) and its optimiser."""
+    """The model (standardised inputs, an initial checkpoint if given; compiled with ``--compile``), its
+    optimiser (``--optimizer``, ``--fused``) and the :class:`Precision` of its steps (``--amp``)."""
     set_seed(cfg.seed)
     n_classes = len(config.EMO_RULE[cfg.emo_rule])
     model = create_model(cfg.model, data.train.feat_dims, data.train.frame_level, n_classes,
@@ -320,17 +338,31 @@ def build_model(cfg, data, device, log):
         else:
             model.load_state_dict(state)
         log.info(f"initialised from {cfg.model_pretrain}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.l2)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.l2, cfg.fused, log)
     log.info(f"model {cfg.model}: {count_parameters(model):,} parameters; {cfg.model_args}")
-    return model, optimizer
+    precision = Precision(cfg.amp, device, log)
+    if cfg.compile:
+        batch = next(data.train.iter_batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003))
+        compile_model(model, batch, precision, device, log)
+    fused = any(g.get("fused") for g in optimizer.param_groups)
+    log.info(f"training steps: {cfg.optimizer}{' (fused)' if fused else ''}, amp {precision.amp}"
+             + (", TF32 " + ("on" if cfg.tf32 else "off") if device.type == "cuda" else "")
+             + (", compiled" if cfg.compile and _is_compiled(model) else ""))
+    return model, optimizer, precision
 
 
-def resume_state(run_dir, model, optimizer, device, log):
-    """Model, optimiser and RNG state of the last finished epoch of an unfinished run."""
+def _is_compiled(model):
+    return any("forward" in m.__dict__ for m in compile_targets(model))
+
+
+def resume_state(run_dir, model, optimizer, device, log, precision=None):
+    """Model, optimiser, gradient scaler (fp16) and RNG state of the last finished epoch of an unfinished run."""
     last_path = os.path.join(run_dir, "last.pth")
     state = torch.load(last_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
+    if precision is not None and precision.scaler is not None and state.get("scaler"):
+        precision.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -338,33 +370,198 @@ def resume_state(run_dir, model, optimizer, device, log):
     return state["history"], state["best"], state["epoch"]
 
 
-def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log):
-    """The epochs: train, validate, keep the best epoch (validation weighted F1; ties: lower loss), and after
-    each epoch the state a resume needs. Returns the best epoch's row."""
+# ------------------------------------------------------------------------------------------- the training step
+# What fit runs for every epoch, in functions of their own so that bench/train_throughput.py times this code and
+# not a copy of it.
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """The arithmetic of the training steps (``--amp``): ``off`` (float32), ``bf16`` or ``fp16`` autocast; fp16
+    adds a gradient scaler (its small range would flush small gradients to zero). The scaler skips a step whose
+    gradients overflowed; with a non-fused optimiser it reads that flag back every step (a wait for the device),
+    a fused one (``--fused``) takes it on the device. A mode the device cannot run (fp16 autocast where torch
+    lacks it, bf16 on a GPU without bf16) falls back to float32 with one warning."""
+
+    def __init__(self, amp="off", device="cpu", log=None):
+        self.device = torch.device(device)
+        self.amp = amp
+        self.dtype = AMP_DTYPES[amp]
+        if self.dtype is not None and not _autocast_works(self.device, self.dtype):
+            (log or logging.getLogger("mer.train")).warning(
+                f"--amp {amp}: torch {torch.__version__} has no {amp} autocast on {self.device.type}; training in "
+                "float32 (use --amp off, or bf16)")
+            self.amp, self.dtype = "off", None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+
+def _autocast_works(device, dtype):
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return False
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns and disables autocast for a dtype it does not support
+        warnings.simplefilter("ignore")
+        try:
+            with torch.autocast(device.type, dtype=dtype):
+                return torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == dtype
+        except (RuntimeError, ValueError):
+            return False
+
+
+def set_tf32(device, on=True):
+    """TF32 matrix products and convolutions on a CUDA device (``--no_tf32`` turns them off): float32 inputs,
+    10-bit mantissa products, float32 sums; several times faster on Ampere and later, a relative error around
+    1e-3 per product, which training does not notice. Nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(on)
+        torch.backends.cudnn.allow_tf32 = bool(on)
+
+
+def make_optimizer(model, name="adam", lr=1e-4, l2=0.0, fused=False, log=None):
+    """``adam`` (weight decay as an L2 term in the gradient, as MRAC25) or ``adamw`` (decoupled weight decay).
+    ``fused``: torch's one-kernel implementation where it has one for the parameters' device; else the default
+    one, with one warning."""
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if fused:
+        try:
+            return cls(params, lr=lr, weight_decay=l2, fused=True)
+        except (RuntimeError, ValueError) as e:
+            (log or logging.getLogger("mer.train")).warning(
+                f"--fused: torch {torch.__version__} has no fused {name} for these parameters ({e}); using the "
+                "default implementation")
+    return cls(params, lr=lr, weight_decay=l2)
+
+
+def train_epoch(model, optimizer, batches, precision=None):
+    """One pass of optimisation steps over ``batches``. Returns ``(loss sum, samples)``: the sum over batches of
+    the batch's loss times its size, as a float64 tensor on the device, and the number of samples.
+
+    Nothing is read back from the device inside the loop (the caller reads the sum once, after the epoch), so on
+    a GPU the host queues the steps ahead and never waits for one to finish."""
+    precision = precision or Precision("off")
+    scaler = precision.scaler
+    total, seen = None, 0
+    for batch in batches:
+        with precision.autocast():
+            out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
+            loss = model.loss(out, batch["labels"], batch["weights"])
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if model.grad_clip > 0:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_value_(model.parameters(), model.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        n = len(batch["idx"])
+        part = loss.detach().double() * n
+        total = part if total is None else total + part
+        seen += n
+    return (total if total is not None else torch.zeros((), dtype=torch.float64)), seen
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (the tests use a cheaper one to check the wiring)
+
+
+def compile_targets(model):
+    """The modules ``--compile`` compiles: the model; in a context model the wrapped model (the dialogue layers
+    pack sequences by length, which does not compile), or with expert-level context only the wrapped model's
+    encoders, as ``MERModel.encode`` passes their states through the context layers (``expert_context``, set
+    per call)."""
+    base = getattr(model, "base", None)
+    if base is None:
+        return [model]
+    if getattr(model, "expert_context", None) is None:
+        return [base]
+    return list(base.encoders)
+
+
+def _compiler_missing(device):
+    if device.type != "cpu":
+        return None
+    names = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    if not any(n and shutil.which(n) for n in names):
+        return "no C++ compiler (g++, c++ or clang++; or $CXX) to build the CPU kernels"
+    return None
+
+
+def compile_model(model, batch, precision=None, device="cpu", log=None):
+    """``--compile``: ``torch.compile`` the forward of :func:`compile_targets` in place (the state dict keeps its
+    keys, so checkpoints are those of an uncompiled run), then try one training and one evaluation forward on
+    ``batch`` (a backward too), RNG states restored afterwards so that the run's random draws are not shifted.
+    If torch cannot compile here (no C++ compiler for CPU kernels, no triton for GPU ones, an unsupported
+    operation) the model stays as it was, with one warning. Returns True when compiled."""
+    log = log or logging.getLogger("mer.train")
+    device = torch.device(device)
+    why = _compiler_missing(device) if COMPILE_BACKEND == "inductor" else None
+    if why:
+        log.warning(f"--compile: {why}; training without compilation")
+        return False
+    targets = compile_targets(model)
+    for m in targets:
+        m.forward = torch.compile(m.forward, backend=COMPILE_BACKEND)
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    was_training = model.training
+    try:
+        model.train()
+        with (precision or Precision("off")).autocast():
+            out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
+            loss = model.loss(out, batch["labels"], batch["weights"])
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            model(batch["feats"], batch["masks"], **dialogue_args(batch))
+        ok = True
+    except Exception as e:  # whatever the compiler raises: the run goes on without it
+        for m in targets:
+            m.__dict__.pop("forward", None)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        log.warning(f"--compile: torch.compile failed on {device.type} ({type(e).__name__}: {first}); training "
+                    "without compilation")
+        ok = False
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+    return ok
+
+
+def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision=None):
+    """The epochs: train (:func:`train_epoch`, in ``precision``), validate, keep the best epoch (validation
+    weighted F1; ties: lower loss), and after each epoch the state a resume needs. Returns the best epoch's row."""
     class_names = meta["class_names"]
     last_path = os.path.join(run_dir, "last.pth")
+    precision = precision or Precision("off", device)
+    valid_labels = data.valid.labels.cpu().numpy()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t_epoch = time.time()
-        losses, seen = 0.0, 0
         order_seed = cfg.seed * 100003 + epoch
         batches = data.train.iter_batches(cfg.batch_size, shuffle=True, seed=order_seed)
-        for batch in tqdm(batches, total=data.train.num_batches(cfg.batch_size, shuffle=True, seed=order_seed),
-                          desc=f"epoch {epoch + 1}", leave=False, disable=cfg.quiet):
-            out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
-            loss = model.loss(out, batch["labels"], batch["weights"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if model.grad_clip > 0:
-                torch.nn.utils.clip_grad_value_(model.parameters(), model.grad_clip)
-            optimizer.step()
-            losses += float(loss.detach()) * len(batch["idx"])
-            seen += len(batch["idx"])
+        losses, seen = train_epoch(model, optimizer, tqdm(
+            batches, total=data.train.num_batches(cfg.batch_size, shuffle=True, seed=order_seed),
+            desc=f"epoch {epoch + 1}", leave=False, disable=cfg.quiet), precision)
+        losses = float(losses)  # the epoch's one read-back of the training loss
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.time() - t_epoch
-        probs, weights, valid_loss = predict(model, data.valid, cfg.batch_size)
-        labels = data.valid.labels.cpu().numpy()
+        probs, weights, valid_loss = predict(model, data.valid, eval_batch_size(cfg.batch_size))
+        labels = valid_labels
         m = emotion_metrics(labels, probs.argmax(1))
         row = {"epoch": epoch + 1, "train_loss": losses / seen, "valid_loss": valid_loss, "valid_acc": m["acc"],
                "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
@@ -382,7 +579,8 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
         write_csv(pd.DataFrame(history), os.path.join(run_dir, "metrics.csv"))
         torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1,
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "scaler": precision.scaler.state_dict() if precision.scaler is not None else None},
                    last_path + ".tmp")
         os.replace(last_path + ".tmp", last_path)
         log.info(f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} | valid loss "
@@ -441,7 +639,7 @@ def evaluate_test(cfg, run_dir, device, log):
     if not (label_csv and os.path.isfile(label_csv)):
         label_csv = None
     res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
-                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log,
+                       batch_size=eval_batch_size(cfg.batch_size), num_workers=cfg.num_workers, log=log,
                        dialogue_csv=list(cfg.dialogue_csv), own_run=True)
     if label_csv is None:
         return {}

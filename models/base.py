@@ -35,13 +35,36 @@ class InputNorm(nn.Module):
 
 
 def expert_keep_mask(batch_size, n_experts, p, device, generator=None):
-    """Bool ``(B, n_experts)``: each expert dropped with probability ``p`` per sample, at least one kept."""
-    keep = torch.rand(batch_size, n_experts, device=device, generator=generator) >= p
-    none = ~keep.any(1)
-    if none.any():
-        pick = torch.randint(0, n_experts, (int(none.sum()),), device=device, generator=generator)
-        keep[none.nonzero(as_tuple=True)[0], pick] = True
-    return keep
+    """Bool ``(B, n_experts)``: each expert dropped with probability ``p`` per sample, at least one kept.
+
+    One uniform draw ``u`` per sample and expert: expert j is kept where ``u >= p``. A sample that lost every
+    expert gets back the one with the largest ``u``: given that all its draws fell below ``p`` they are i.i.d.
+    uniform on ``[0, p)``, so that expert is uniform over the experts, as a fresh ``randint`` pick would be.
+    Written without data-dependent branches or shapes (no ``.any()`` test, no count read back to size a draw),
+    so a CUDA step never waits for the device here. Against the earlier form (a ``randint`` of as many picks as
+    samples lost everything) the masks are identical wherever a sample kept an expert; the rescued expert has
+    the same distribution but comes from ``u`` instead of extra random numbers, so a seed's later random draws
+    are no longer shifted by those picks."""
+    u = torch.rand(batch_size, n_experts, device=device, generator=generator)
+    keep = u >= p
+    rescue = (torch.arange(n_experts, device=u.device) == u.argmax(1, keepdim=True)) & ~keep.any(1, keepdim=True)
+    return keep | rescue
+
+
+def drop_experts(keep, drop, batch_size, n_experts, device):
+    """``keep`` (``(B, n_experts)`` bool, or None for all) without the experts ``drop`` (indices); a sample whose
+    ``keep`` loses every expert left after ``drop`` uses all of those instead. A ``torch.where`` over the batch,
+    not an assignment through a boolean index (which would make a CUDA step wait for the device); the same
+    masks as that earlier form."""
+    bad = [i for i in drop if not 0 <= i < n_experts]
+    if bad or len(set(drop)) >= n_experts:
+        raise ValueError(f"cannot drop experts {sorted(drop)} of {n_experts}: keep at least one")
+    fixed = torch.ones(batch_size, n_experts, dtype=torch.bool, device=device)
+    fixed[:, list(drop)] = False
+    if keep is None:
+        return fixed
+    both = keep & fixed
+    return torch.where(both.any(1, keepdim=True), both, fixed)
 
 
 class MERModel(nn.Module):
@@ -81,13 +104,7 @@ class MERModel(nn.Module):
         if self.training and self.expert_dropout > 0 and self.n_experts > 1:
             keep = expert_keep_mask(b, self.n_experts, self.expert_dropout, device)
         if drop:
-            bad = [i for i in drop if not 0 <= i < self.n_experts]
-            if bad or len(set(drop)) >= self.n_experts:
-                raise ValueError(f"cannot drop experts {sorted(drop)} of {self.n_experts}: keep at least one")
-            fixed = torch.ones(b, self.n_experts, dtype=torch.bool, device=device)
-            fixed[:, list(drop)] = False
-            keep = fixed if keep is None else (keep & fixed)
-            keep[~keep.any(1)] = fixed[~keep.any(1)]
+            keep = drop_experts(keep, drop, b, self.n_experts, device)
         return self.fuse(feats, masks, keep)
 
     def fuse(self, feats, masks, keep):

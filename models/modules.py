@@ -73,20 +73,23 @@ def supervised_contrastive(z, labels, valid=None, temperature=0.1):
 
     ``z``: ``(M, D)`` L2-normalised; ``labels``: ``(M,)``; ``valid``: ``(M,)`` bool, embeddings to use.
     Every other valid embedding with the same label is a positive of an anchor; anchors with no positive are
-    skipped. Returns the mean over anchors of minus the mean log-probability of their positives."""
-    if valid is not None:
-        z, labels = z[valid], labels[valid]
+    skipped. Returns the mean over anchors of minus the mean log-probability of their positives (0 when no
+    anchor has a positive).
+
+    Invalid embeddings are masked out of the ``(M, M)`` similarities instead of being removed (``z[valid]``
+    would give a shape that depends on the data), and anchors without positives are weighted 0 instead of
+    tested for (``if not has.any()``), so a CUDA step never waits for the device here. Masked similarities
+    are set to the dtype's lowest finite value, not -inf: ``exp`` of them is exactly 0, so every log-sum-exp is
+    the one over the valid others, and a row with nothing valid stays finite (its gradient is 0, not NaN).
+    The value is the one of the earlier form (``z[valid]``, ``-inf`` self-similarities) up to summation order."""
     m = z.shape[0]
-    if m < 2:
-        return z.sum() * 0.0
-    sim = z @ z.t() / temperature
-    self_mask = torch.eye(m, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
+    eye = torch.eye(m, dtype=torch.bool, device=z.device)
+    usable = ~eye if valid is None else (valid[:, None] & valid[None, :] & ~eye)  # anchor i, candidate j
+    sim = (z @ z.t() / temperature).float()
+    sim = sim.masked_fill(~usable, torch.finfo(sim.dtype).min)
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    pos = (labels[:, None] == labels[None, :]) & ~self_mask
+    pos = (labels[:, None] == labels[None, :]) & usable
     n_pos = pos.sum(1)
-    has = n_pos > 0
-    if not has.any():
-        return z.sum() * 0.0
-    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
-    return -mean_log_prob.mean()
+    has = (n_pos > 0).to(log_prob.dtype)
+    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp_min(1)
+    return -(mean_log_prob * has).sum() / has.sum().clamp_min(1.0)
