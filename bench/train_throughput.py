@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 import _paths  # noqa: F401
 from dataloader import SampleSet, pack_feature
 from engine.config import TrainConfig
-from engine.trainer import Precision, compile_model, make_optimizer, set_tf32, train_epoch
+from engine.trainer import Precision, compile_model, make_optimizer, optimizer_step, set_tf32, train_epoch
 from models import create_model, load_model_config
 from common.utils import resolve_device, set_seed
 
@@ -181,14 +181,7 @@ def time_theirs(model, optimizer, precision, loader, args, device):
             with precision.autocast():
                 out = model(feats, masks)
                 loss = model.loss(out, labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(model, optimizer, loss, scaler)
             loss.item()
             seen += len(labels)
         return seen
@@ -214,14 +207,7 @@ def time_bare(model, optimizer, precision, tensors, args, device):
             with precision.autocast():
                 out = model([x[sl] for x in feats], [None if m is None else m[sl] for m in masks])
                 loss = model.loss(out, labels[sl])
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(model, optimizer, loss, scaler)
         return steps * bs
 
     run(0, args.warmup)

@@ -277,11 +277,16 @@ def file_sha1(path, what):
 
 def parse_model_args(items):
     """``["lambda_kl=0.2", "rank=8"]`` -> ``{"lambda_kl": 0.2, "rank": 8}`` (values read as YAML)."""
+    return parse_key_values(items, "--model_args")
+
+
+def parse_key_values(items, flag, what=""):
+    """``KEY=VALUE`` strings of ``flag`` -> a dict, values read as YAML; ``what`` says what the pairs are."""
     out = {}
     for item in items or []:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise DataError(f"--model_args takes KEY=VALUE pairs, got '{item}'")
+            raise DataError(f"{flag} takes KEY=VALUE pairs{what}, got '{item}'")
         out[key.strip()] = yaml.safe_load(value)
     return out
 

@@ -177,15 +177,9 @@ def parse_gpus(text):
 
 def parse_submitit(items):
     """``["slurm_account=x", "timeout_min=60"]`` -> a dict of submitit parameters (values read as YAML)."""
-    import yaml
+    from engine.config import parse_key_values
 
-    out = {}
-    for item in items or []:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise DataError(f"--submitit takes KEY=VALUE pairs (submitit's parameters), got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return parse_key_values(items, "--submitit", " (submitit's parameters)")
 
 
 # ------------------------------------------------------------------------------------------- a run's process

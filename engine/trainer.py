@@ -438,6 +438,25 @@ def make_optimizer(model, name="adam", lr=1e-4, l2=0.0, fused=False, log=None):
     return cls(params, lr=lr, weight_decay=l2)
 
 
+def optimizer_step(model, optimizer, loss, scaler=None):
+    """One optimisation step on ``loss``: gradients (scaled by ``scaler`` for fp16), the model's value clipping
+    where it has one, the update."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if model.grad_clip > 0:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_value_(model.parameters(), model.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def train_epoch(model, optimizer, batches, precision=None):
     """One pass of optimisation steps over ``batches``. Returns ``(loss sum, samples)``: the sum over batches of
     the batch's loss times its size, as a float64 tensor on the device, and the number of samples.
@@ -451,20 +470,7 @@ def train_epoch(model, optimizer, batches, precision=None):
         with precision.autocast():
             out = model(batch["feats"], batch["masks"], **dialogue_args(batch))
             loss = model.loss(out, batch["labels"], batch["weights"])
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        if model.grad_clip > 0:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_value_(model.parameters(), model.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        optimizer_step(model, optimizer, loss, scaler)
         n = len(batch["idx"])
         part = loss.detach().double() * n
         total = part if total is None else total + part

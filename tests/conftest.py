@@ -174,3 +174,24 @@ def write_pred_csv(path, names, probs, classes, labels=None):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     df.to_csv(path, index=False)
     return str(path)
+
+
+def train_killed_after(env, monkeypatch, epochs_done, *extra):
+    """Start a train.py run (``train_args(env, *extra)``) that dies after ``epochs_done`` finished epochs, as a
+    kill would: the validation metrics of the next epoch raise KeyboardInterrupt. The patch is undone after."""
+    from engine import trainer
+
+    real, calls = trainer.emotion_metrics, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == epochs_done + 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "emotion_metrics", dying)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(train_args(env, *extra))
+    finally:
+        monkeypatch.setattr(trainer, "emotion_metrics", real)

@@ -17,7 +17,7 @@ import torch
 import test as test_script
 from common.errors import DataError
 from common.locks import FileLock, LockHeld
-from conftest import CLASSES, REPO as ROOT, train_args
+from conftest import CLASSES, REPO as ROOT, train_args, train_killed_after
 from engine.results import check_current
 from engine.trainer import train
 
@@ -160,20 +160,7 @@ def test_results_carry_their_checkpoint_and_stale_ones_are_refused(tiny, capsys)
 
 
 def test_test_script_refuses_an_unfinished_run_unless_asked(tiny, monkeypatch, capsys):
-    from engine import trainer
-
-    real, calls = trainer.emotion_metrics, {"n": 0}
-
-    def killed_in_second_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(trainer, "emotion_metrics", killed_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(train_args(tiny, "--epochs", "40", "--run_name", "cut"))
-    monkeypatch.setattr(trainer, "emotion_metrics", real)
+    train_killed_after(tiny, monkeypatch, 1, "--epochs", "40", "--run_name", "cut")
     run = _run_dir(tiny, "cut")
     args = ["--run", run, "--names", str(tiny.tmp / "test.csv"), "--out", str(tiny.tmp / "p.csv"), "--device", "cpu"]
     assert test_script.main(args) == 2
@@ -188,20 +175,7 @@ def test_test_script_refuses_an_unfinished_run_unless_asked(tiny, monkeypatch, c
 @pytest.mark.parametrize("other", [("--lr", "1e-2", "lr: 0.003 there, 0.01 now"),
                                    ("--feat", "tiny-signal", "feat: \\['tiny-signal', 'tiny-noise'\\] there")])
 def test_resume_with_other_settings_is_refused_before_anything_is_written(tiny, monkeypatch, other):
-    from engine import trainer
-
-    real, calls = trainer.emotion_metrics, {"n": 0}
-
-    def killed(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(trainer, "emotion_metrics", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(train_args(tiny, "--epochs", "4", "--run_name", "half"))
-    monkeypatch.setattr(trainer, "emotion_metrics", real)
+    train_killed_after(tiny, monkeypatch, 1, "--epochs", "4", "--run_name", "half")
     run = _run_dir(tiny, "half")
     before = _snapshot(run)
     with pytest.raises(DataError, match=other[2]):

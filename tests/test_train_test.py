@@ -11,8 +11,7 @@ import torch
 
 import test as test_script
 import train as train_script
-from conftest import CLASSES, train_args
-from engine import trainer
+from conftest import CLASSES, train_args, train_killed_after
 from common.errors import DataError
 from engine.trainer import evaluate_run, train
 
@@ -52,22 +51,10 @@ def test_same_seed_same_metrics(tiny):
 
 def test_interrupted_run_resumes_to_the_same_result(tiny, monkeypatch):
     full = train(train_args(tiny, "--run_name", "full", "--epochs", "4"))
-    real = trainer.emotion_metrics
-    calls = {"n": 0}
-
-    def crash_in_third_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(trainer, "emotion_metrics", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(train_args(tiny, "--run_name", "cut", "--epochs", "4"))
+    train_killed_after(tiny, monkeypatch, 2, "--run_name", "cut", "--epochs", "4")
     run = os.path.join(os.path.dirname(full["run_dir"]), "cut")
     assert os.path.isfile(os.path.join(run, "last.pth")) and not os.path.exists(os.path.join(run, "summary.json"))
     assert len(pd.read_csv(os.path.join(run, "metrics.csv"))) == 2  # finished epochs are on disk
-    monkeypatch.setattr(trainer, "emotion_metrics", real)
     resumed = train(train_args(tiny, "--run_name", "cut", "--epochs", "4", "--resume"))
     a = pd.read_csv(os.path.join(full["run_dir"], "metrics.csv"))
     b = pd.read_csv(os.path.join(run, "metrics.csv"))
