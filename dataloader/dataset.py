@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from common.errors import DataError
+from dataloader.features import frame_positions
 
 
 class _Frames:
@@ -33,8 +34,7 @@ class _Frames:
         starts = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
         sample = np.repeat(np.arange(len(rows)), kept)
         t = np.arange(int(kept.sum())) - starts[sample]
-        # evenly spaced frame positions (store.gather's rule); the identity where the sequence fits
-        src = store.offsets[rows][sample] + (t * lens[sample]) // np.maximum(kept[sample], 1)
+        src = store.offsets[rows][sample] + frame_positions(t, lens[sample], kept[sample])
         data = np.asarray(store.data[src])
         if data.dtype != np.float16:
             data = data.astype(np.float32, copy=False)

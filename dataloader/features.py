@@ -181,12 +181,17 @@ class FeatureStore:
         width = max(int(keep.max()) if len(keep) else 1, 1)
         t = np.arange(width)[None, :]
         mask = t < keep[:, None]
-        # evenly spaced frame positions; the identity where the sequence fits
-        pos = (t * lens[:, None]) // np.maximum(keep[:, None], 1)
+        pos = frame_positions(t, lens[:, None], keep[:, None])
         idx = np.where(mask, starts[:, None] + pos, 0)
         x = np.asarray(self.data[idx.reshape(-1)], dtype=dtype).reshape(len(rows), width, self.dim)
         x[~mask] = 0.0
         return x, mask
+
+
+def frame_positions(t, lens, kept):
+    """Which of a sequence's ``lens`` frames is its ``t``-th kept one when ``kept`` are kept: evenly spaced, the
+    identity where the sequence fits (the one subsampling rule of batches read from a pack or from the device)."""
+    return (t * lens) // np.maximum(kept, 1)
 
 
 class MissingFeature:
