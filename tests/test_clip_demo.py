@@ -16,7 +16,7 @@ MARKER = "tests/test_clip_demo.py runs the commands of the next block"
 
 
 def readme_commands():
-    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(REPO, "docs", "features.md"), encoding="utf-8").read()
     block = text[text.index(MARKER):]
     block = block[block.index("```bash") + len("```bash"):]
     block = block[:block.index("```")]

@@ -51,7 +51,7 @@ def write_corpus(path, n_dialogues=90, seed=0):
 
 
 def readme_commands():
-    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(REPO, "docs", "datasets.md"), encoding="utf-8").read()
     block = text[text.index(MARKER):]
     block = block[block.index("```bash") + len("```bash"):]
     block = block[:block.index("```")].replace("\\\n", " ")
