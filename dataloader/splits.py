@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 import config
 from dataloader.dialogue import ORDER_COL
@@ -33,6 +32,8 @@ def _info(df, group_col=None):
 
 def holdout_split(df, valid_ratio, seed, group_col=None):
     """Indices (train, valid) of one stratified split; by whole groups when ``group_col`` is given."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split  # here: 2 s of import for splits only
+
     idx = np.arange(len(df))
     if group_col:
         n_folds = max(2, int(round(1 / valid_ratio)))
@@ -44,6 +45,8 @@ def holdout_split(df, valid_ratio, seed, group_col=None):
 
 
 def kfold_splits(df, k, seed, group_col=None):
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     idx = np.arange(len(df))
     if group_col:
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -133,6 +136,8 @@ def low_resource_split(base_split, n, seed, out_path, emo_rule):
     if not 0 < n < len(names):
         raise DataError(f"N={n} labelled samples: the training list of '{base_split}' has {len(names)}; give "
                         f"1 to {len(names) - 1}")
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(names))
     try:
         lab, unl = train_test_split(idx, train_size=n, random_state=seed, stratify=emos)

@@ -3,6 +3,14 @@
 import os
 import sys
 
+# One CPU thread per test process, and for every process a test starts (they inherit the environment): the
+# models here are tiny, and torch's default pool of one thread per core made them 3-6x slower on 2 shared cores
+# (pytest-xdist runs a worker per core already). Set before torch is imported; a value given outside is kept.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 import numpy as np
 import pandas as pd
 import pytest

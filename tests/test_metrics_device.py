@@ -20,6 +20,31 @@ def test_accuracy_and_weighted_f1_by_hand():
     assert "truth" in format_confusion(cm, ["a", "b", "c"])
 
 
+def test_numpy_metrics_equal_scikit_learn_on_random_labels():
+    """emotion_metrics is numpy (no scikit-learn import per process); it must give scikit-learn's figures, also
+    where a class is only predicted, only true, or absent, and for a single sample."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    cases = [([0], [0]), ([0], [1]), ([2, 2], [0, 1]), ([], [])]
+    for t in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 7))
+        y = rng.integers(0, k, n)
+        p = y.copy() if t % 2 else rng.integers(0, k + 2, n)
+        p[rng.random(n) < 0.3] = rng.integers(0, k + 2)
+        cases.append((y, p))
+    for y, p in cases:
+        m = emotion_metrics(y, p)
+        if len(y) == 0:
+            assert m == {"acc": 0.0, "f1": 0.0}
+            continue
+        assert m["acc"] == pytest.approx(accuracy_score(y, p), abs=1e-12)
+        assert m["f1"] == pytest.approx(f1_score(y, p, average="weighted", zero_division=0), abs=1e-12)
+    with pytest.raises(ValueError, match="3 labels but 2 predictions"):
+        emotion_metrics([0, 1, 2], [0, 1])
+
+
 def test_device_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     if torch.cuda.device_count() >= 2:
