@@ -14,8 +14,9 @@ Its *identity* (:meth:`TrainConfig.identity`) is what decides the result: data, 
 hyperparameters, optimisation, and the content (SHA-1) of the split list, the initial checkpoint and the
 dialogue tables, so that a file rewritten in place counts as a change. Where a run is written, on which
 device, with how many reader threads, whether it is compiled or uses TF32 or a fused optimiser, and whether it is
-tested are not part of it; mixed precision (``amp``) and the optimiser are, but only when not at their defaults
-(off, adam), so that the runs made before those settings existed keep their hashes. The identity's hash names
+tested, whether it draws its curves and which experiment tracker records it are not part of it; mixed precision
+(``amp``), the optimiser and early stopping (``patience``) are, but only when not at their defaults (off, adam,
+none), so that the runs made before those settings existed keep their hashes. The identity's hash names
 a run folder by default (``<model>-<hash>``, the seed left out so that the seeds of one setting share a name
 across ``seed<k>`` folders) and guards it: a run folder never holds, resumes or reports a run of other
 settings (:func:`check_run_folder`).
@@ -34,6 +35,7 @@ import config
 from common.errors import DataError
 from dataloader.files import missing_split
 from common.utils import add_threads_flag, parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
+from engine.tracking import TRACKERS
 
 DEFAULT_FEATS = ["demo-hubert-large-UTT", "demo-roberta-large-UTT", "demo-clip-vit-base-UTT"]
 # model hyperparameters with a flag of their own (any other: --model_args KEY=VALUE)
@@ -44,7 +46,7 @@ IDENTITY_FIELDS = ("dataset", "seed", "emo_rule", "feat", "feat_norm", "model", 
                    "batch_size", "epochs")
 # settings that change the result but were added later: part of the identity only when not at their default, so
 # that every run made before them keeps its hash and its folder name
-IDENTITY_UNLESS_DEFAULT = {"amp": "off", "optimizer": "adam"}
+IDENTITY_UNLESS_DEFAULT = {"amp": "off", "optimizer": "adam", "patience": None}
 AMP_MODES = ("off", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
 
@@ -73,6 +75,8 @@ class TrainConfig:
     epochs: int = 40
     optimizer: str = "adam"  # adam | adamw (identity only when not adam)
     amp: str = "off"  # off | bf16 | fp16: autocast of the training steps (identity only when not off)
+    patience: int = None  # early stopping: None off; N >= 1 stops after N epochs without a better best epoch
+    #                       (identity only when set)
     # where and how (not part of the identity)
     compile: bool = False  # torch.compile the model (the same maths, other kernels)
     fused: bool = False  # the optimiser's fused kernel where torch has one (the same maths)
@@ -90,6 +94,8 @@ class TrainConfig:
     threads: int = None  # CPU threads (common.utils.set_threads); None: OMP_NUM_THREADS, else torch's default
     mmap: bool = False
     quiet: bool = False
+    plots: bool = True  # loss.png, metrics.png (and --test's confusion PNG)
+    tracker: str = None  # None | tensorboard | mlflow: an experiment tracker also records the run (engine/tracking.py)
 
     # --------------------------------------------------------------------------------------- building
     def replace(self, **changes):
@@ -147,7 +153,8 @@ class TrainConfig:
             raise DataError(f"unknown --dataset '{self.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); "
                             "register it (preprocess/import_dataset.py, or config.py) or give --split" + ignored)
         emo_rule = emo_rule_of(self.dataset, self.emo_rule)
-        out = dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat),
+        tracker = None if self.tracker in (None, "", "none") else self.tracker
+        out = dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat), tracker=tracker,
                                   model_args={**load_model_config(self.model), **self.model_args})
         out.validate()
         return out
@@ -167,7 +174,15 @@ class TrainConfig:
                             "training steps; off: float32)")
         if self.optimizer not in OPTIMIZERS:
             raise DataError(f"--optimizer {self.optimizer!r}: use adam or adamw")
-        for key in ("compile", "fused", "tf32"):
+        if self.patience is not None:
+            try:
+                _check_value("--patience", self.patience, (int, 1, None, True))
+            except DataError as e:
+                raise DataError(f"{e} (epochs without a better validation F1 before training stops; leave it out, "
+                                "or patience: null in a --config YAML, for no early stopping)") from None
+        if self.tracker not in (None, "", "none") + TRACKERS:
+            raise DataError(f"--tracker {self.tracker!r}: use tensorboard or mlflow, or none (no tracker)")
+        for key in ("compile", "fused", "tf32", "plots"):
             if not isinstance(getattr(self, key), bool):
                 raise DataError(f"{key}: {getattr(self, key)!r} is not true or false (in a --config YAML write "
                                 f"{key}: true)")
@@ -175,9 +190,10 @@ class TrainConfig:
     # --------------------------------------------------------------------------------------- identity
     def identity(self):
         """What decides the result (call on a resolved config): the identity fields, those of
-        ``IDENTITY_UNLESS_DEFAULT`` that are not at their default (``--amp bf16``, ``--optimizer adamw``), and the
-        content of the split list, the initial checkpoint and the dialogue tables. The files are read once per
-        config (a run asks for its identity several times, and an initial checkpoint can be large)."""
+        ``IDENTITY_UNLESS_DEFAULT`` that are not at their default (``--amp bf16``, ``--optimizer adamw``,
+        ``--patience 5``), and the content of the split list, the initial checkpoint and the dialogue tables. The
+        files are read once per config (a run asks for its identity several times, and an initial checkpoint can
+        be large)."""
         extra = {k: getattr(self, k) for k, default in IDENTITY_UNLESS_DEFAULT.items() if getattr(self, k) != default}
         key = json.dumps([getattr(self, k) for k in IDENTITY_FIELDS] + [extra, self.split_path(), self.model_pretrain,
                                                                         list(self.dialogue_csv)], default=str)
@@ -294,6 +310,7 @@ def parse_key_values(items, flag, what=""):
 # ------------------------------------------------------------------------------------------- run folders
 RESULT_FILES = ("summary.json", "best.pth", "last.pth", "metrics.csv", "valid_pred.csv", "test_pred.csv",
                 "test_pred_confusion.png", "test_metrics.json", "loss.png", "metrics.png", "args.yaml", "train.log")
+RESULT_DIRS = ("tb",)  # --tracker tensorboard's event files
 
 
 def read_run_config(run_dir):
@@ -345,10 +362,16 @@ def _diff(old, new):
 
 def clear_results(run_dir):
     """Remove every result file of an earlier run, so that none can be read as the new run's."""
+    import shutil
+
     for name in RESULT_FILES:
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             os.remove(path)
+    for name in RESULT_DIRS:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -383,6 +406,10 @@ def build_parser():
     add("--batch_size", type=int, help=f"default {d.batch_size}")
     add("--num_workers", type=int, help=f"threads reading feature files into the packed cache (default {d.num_workers})")
     add("--epochs", type=int, help=f"default {d.epochs}")
+    add("--patience", type=_number, metavar="N",
+        help="early stopping: stop when N epochs in a row bring no better best epoch (higher validation weighted F1, "
+             "or the same F1 at a lower validation loss: the rule that picks best.pth); the best epoch is still the "
+             "one kept, reported and tested. Default: off (all --epochs)")
     add("--optimizer", help=f"adam (weight decay as an L2 gradient term, MRAC25's) or adamw (decoupled weight "
                             f"decay); default {d.optimizer}")
     add("--amp", help="mixed precision of the training steps: bf16, fp16 (with a gradient scaler) or off (float32, "
@@ -404,6 +431,13 @@ def build_parser():
     add("--test_csv", help="test name list (default: the data set's)")
     add("--test_label_csv", help="test labels, for scoring only (default: the data set's)")
     add("--quiet", action="store_true", default=None, help="no progress bars")
+    add("--no_plots", dest="plots", action="store_false", default=None,
+        help="write no loss.png and metrics.png (nor --test's confusion-matrix PNG), e.g. for grids and tests")
+    add("--tracker", metavar="NAME",
+        help="also record the run in an experiment tracker (its settings, the per-epoch losses and metrics, the "
+             "final ones): tensorboard (event files in <run>/tb/; pip install tensorboard) or mlflow (the server "
+             "of MLFLOW_TRACKING_URI if set, else a local file store file:<save_root>/mlruns; pip install "
+             "mlflow-skinny). Default: none. The run folder's files are the same either way")
     add("--list_models", action="store_true", help="print the registered models and exit")
     g = p.add_argument_group("model hyperparameters (default: models/model-tune.yaml)")
     g.add_argument("--hidden_dim", type=int)
@@ -430,6 +464,17 @@ def build_parser():
     g.add_argument("--model_args", nargs="*", metavar="KEY=VALUE",
                    help="any other model hyperparameter, e.g. --model_args lambda_kl=0.2 lambda_con=0")
     return p
+
+
+def _number(text):
+    """``--patience``'s value as given: a whole number, else a float or the text, refused by
+    :meth:`TrainConfig.validate` in one line (argparse would print its usage for ``1.5``)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def from_namespace(args, base=None):

@@ -1,14 +1,24 @@
-"""Training curves and confusion matrices as PNG files (matplotlib, no display needed)."""
+"""Training curves and confusion matrices as PNG files (matplotlib, no display needed).
 
-import matplotlib
+matplotlib is imported when a figure is drawn, not with this module, so that a run without plots
+(``--no_plots``) and whatever imports engine.trainer never load it."""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_curves(metrics, path_loss, path_metric):
     """``metrics``: DataFrame with epoch, train_loss, valid_loss, valid_acc, valid_f1."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(metrics["epoch"], metrics["train_loss"], label="train")
     ax.plot(metrics["epoch"], metrics["valid_loss"], label="valid")
@@ -34,6 +44,7 @@ def plot_curves(metrics, path_loss, path_metric):
 
 
 def plot_confusion(cm, class_names, path, title="confusion matrix"):
+    plt = _pyplot()
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 2, 1.0 * len(class_names) + 1.5))

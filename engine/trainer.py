@@ -9,7 +9,12 @@ A run folder holds everything needed to inspect or rebuild a run:
 * ``last.pth``: model, optimiser and RNG state after the last finished epoch, while the run is unfinished
   (``--resume`` continues from it; it is removed when the run completes)
 * ``valid_pred.csv``: validation predictions of the best epoch (name, label, pred, prob_<class>...)
-* ``loss.png``, ``metrics.png``, ``train.log``; with ``--test``: ``test_pred.csv``, ``test_metrics.json``
+* ``loss.png``, ``metrics.png`` (not with ``--no_plots``), ``train.log``; with ``--test``: ``test_pred.csv``,
+  ``test_metrics.json``
+* ``summary.json``: the best epoch's validation metrics (and the test's), ``epochs_run`` and ``stopped_early``
+  (``--patience N``: training stops once N epochs in a row bring no better best epoch)
+* with ``--tracker tensorboard``: ``tb/``, the event files (engine/tracking.py; ``--tracker mlflow`` records the
+  run outside the folder)
 
 With ``--context K`` (K > 0) the model reads whole dialogues (models/context.py): every list is cut into its
 dialogues with the data set's ``DialogueIndex`` (dataloader/dialogue.py), training batches hold whole
@@ -40,6 +45,7 @@ from models import create_model, model_class
 from dataloader.files import DataError, label_indices, read_names_csv, read_split_json
 from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.plots import plot_confusion, plot_curves
+from engine.tracking import make_tracker
 from common.utils import atomic_path, count_parameters, get_logger, resolve_device, set_seed, set_threads
 
 def dialogue_args(batch):
@@ -193,6 +199,7 @@ def _train_locked(cfg, class_names, device, run_dir):
     log = get_logger("mer.train")
     if state == "done":
         return finished_run(cfg, run_dir, device, log)
+    tracker = make_tracker(cfg.tracker)  # a missing package stops here
     early = _Held()  # what is logged before the run folder may be touched, for its train.log
     log.addHandler(early)
     data = load_data(cfg, class_names, device, log)
@@ -213,8 +220,19 @@ def _train_locked(cfg, class_names, device, run_dir):
     meta = {"feat": cfg.feat, "emo_rule": cfg.emo_rule, "class_names": class_names, "seed": cfg.seed,
             "dataset": cfg.dataset, "dialogue_csv": list(cfg.dialogue_csv), "config": cfg.to_dict(),
             "config_hash": cfg.config_hash(), "versions": versions()}
-    best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision)
-    return finish(cfg, run_dir, model, history, best, device, log)
+    try:
+        tracker.start(cfg, run_dir, history)
+        best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision,
+                   tracker)
+        summary = finish(cfg, run_dir, model, history, best, device, log, tracker)
+    except BaseException:
+        try:
+            tracker.close()  # marked failed where the tracker has such a mark
+        except Exception as e:  # the error of the run is the one to report
+            log.warning(f"--tracker {cfg.tracker}: closing it failed too ({type(e).__name__}: {e})")
+        raise
+    tracker.close()
+    return summary
 
 
 class _Held(logging.Handler):
@@ -547,14 +565,45 @@ def compile_model(model, batch, precision=None, device="cpu", log=None):
     return ok
 
 
-def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision=None):
+def is_better(row, best):
+    """Whether epoch ``row`` replaces ``best`` as the best epoch: a higher validation weighted F1, or the same F1 at
+    a lower validation loss (any epoch beats none)."""
+    return best is None or row["valid_f1"] > best["valid_f1"] or (
+        row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
+
+
+def best_of(history):
+    """The best row of ``history`` (the rows of metrics.csv, in order) by :func:`is_better`, or None."""
+    best = None
+    for row in history:
+        if is_better(row, best):
+            best = row
+    return best
+
+
+def patience_met(history, patience):
+    """``--patience``: whether the ``patience`` epochs after the best one of ``history`` have all been run
+    without a better one. Read from the history alone, so that a resumed run counts as the uninterrupted one."""
+    if not patience or not history:
+        return False
+    return len(history) - int(best_of(history)["epoch"]) >= patience
+
+
+def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision=None,
+        tracker=None):
     """The epochs: train (:func:`train_epoch`, in ``precision``), validate, keep the best epoch (validation
-    weighted F1; ties: lower loss), and after each epoch the state a resume needs. Returns the best epoch's row."""
+    weighted F1; ties: lower loss; :func:`is_better`), and after each epoch the state a resume needs. With
+    ``--patience N`` it stops once N epochs in a row bring no better best epoch (also a resumed run whose history
+    already says so trains no further). Each epoch's row goes to ``tracker`` (engine/tracking.py) too. Returns the
+    best epoch's row."""
     class_names = meta["class_names"]
     last_path = os.path.join(run_dir, "last.pth")
     precision = precision or Precision("off", device)
     valid_labels = data.valid.labels.cpu().numpy()
+    stop = patience_met(history, cfg.patience)
     for epoch in range(start_epoch, cfg.epochs):
+        if stop:
+            break
         model.train()
         t_epoch = time.time()
         order_seed = cfg.seed * 100003 + epoch
@@ -573,8 +622,7 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
                "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
                "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        improved = best is None or row["valid_f1"] > best["valid_f1"] or (
-            row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
+        improved = is_better(row, best)
         if improved:
             best = dict(row, checkpoint=new_checkpoint_id())
             save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
@@ -592,19 +640,29 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
         log.info(f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} | valid loss "
                  f"{valid_loss:.4f} acc {m['acc']:.4f} F1 {m['f1']:.4f} | {row['seconds']:.2f}s "
                  f"{row['samples_per_s']:.0f} samples/s{'  *best*' if improved else ''}")
+        if tracker is not None:
+            tracker.log_epoch(row)
+        stop = patience_met(history, cfg.patience)
+    if stop and len(history) < cfg.epochs:
+        log.info(f"early stop after epoch {len(history)}: no better validation F1 for {cfg.patience} epochs; best "
+                 f"epoch {int(best_of(history)['epoch'])}")
     if os.path.isfile(last_path):  # the run is complete: the resume state is no longer needed
         os.remove(last_path)
     return best
 
 
-def finish(cfg, run_dir, model, history, best, device, log):
-    """Plots, the summary (``summary.json``, written last: its presence marks a finished run), the test."""
+def finish(cfg, run_dir, model, history, best, device, log, tracker=None):
+    """Plots (not with ``--no_plots``), the summary (``summary.json``, written last: its presence marks a finished
+    run), the test; the final metrics to ``tracker``."""
     metrics = pd.DataFrame(history)
-    plot_curves(metrics, os.path.join(run_dir, "loss.png"), os.path.join(run_dir, "metrics.png"))
+    if cfg.plots:
+        plot_curves(metrics, os.path.join(run_dir, "loss.png"), os.path.join(run_dir, "metrics.png"))
     summary = {"run_dir": run_dir, "config_hash": cfg.config_hash(), "best_epoch": int(best["epoch"]),
                "valid_loss": best["valid_loss"], "valid_acc": best["valid_acc"], "valid_f1": best["valid_f1"],
                "samples_per_s": float(metrics["samples_per_s"].mean()), "parameters": count_parameters(model),
-               "peak_memory_mb": _peak_memory_mb(device), "device": str(device), "checkpoint": best.get("checkpoint")}
+               "peak_memory_mb": _peak_memory_mb(device), "device": str(device), "checkpoint": best.get("checkpoint"),
+               "epochs_run": len(history),
+               "stopped_early": bool(patience_met(history, cfg.patience) and len(history) < cfg.epochs)}
     log.info(f"mean train throughput {summary['samples_per_s']:.0f} samples/s on {device}; "
              f"peak memory {summary['peak_memory_mb']:.0f} MB")
     if cfg.test:
@@ -615,6 +673,8 @@ def finish(cfg, run_dir, model, history, best, device, log):
     log.info(best_line)
     print(f"RUN: {run_dir}", flush=True)
     print(best_line, flush=True)
+    if tracker is not None:
+        tracker.finish(summary)
     return summary
 
 
@@ -646,7 +706,7 @@ def evaluate_test(cfg, run_dir, device, log):
         label_csv = None
     res = evaluate_run(run_dir, test_csv, label_csv, os.path.join(run_dir, "test_pred.csv"), device=str(device),
                        batch_size=eval_batch_size(cfg.batch_size), num_workers=cfg.num_workers, log=log,
-                       dialogue_csv=list(cfg.dialogue_csv), own_run=True)
+                       dialogue_csv=list(cfg.dialogue_csv), own_run=True, confusion_png=cfg.plots)
     if label_csv is None:
         return {}
     out = {"test_acc": res["acc"], "test_f1": res["f1"], "checkpoint": res["checkpoint"]}
@@ -659,7 +719,7 @@ def evaluate_test(cfg, run_dir, device, log):
 
 def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto", gpu=0, batch_size=512,
                  num_workers=4, log=None, drop_experts=(), write_heads=False, dialogue_csv=None,
-                 allow_unfinished=False, own_run=False):
+                 allow_unfinished=False, own_run=False, confusion_png=True):
     """test.py: class probabilities of a run's best model for a name list (a CSV with a ``name`` column, or
     the list itself); metrics where labels are given.
     ``label_csv``: a label CSV, or a dict ``name -> label``.
@@ -671,6 +731,8 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
     ``out_csv`` as ``<out>__head_<expert>.csv`` (same format; ``cross-modal`` for the fused-input head).
     ``allow_unfinished``: predict from a run that is not finished (engine/results.py), else it is refused
     (``own_run``: the run scoring itself at its end, before its summary is written).
+    ``confusion_png``: with labels and ``out_csv``, also draw the confusion matrix beside it
+    (``<out>_confusion.png``).
     Every prediction row records the checkpoint's id (``checkpoint`` column)."""
     log = log or get_logger("mer.test")
     device = resolve_device(device, gpu)
@@ -729,7 +791,7 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
                 path = f"{os.path.splitext(out_csv)[0]}__head_{head}.csv"
                 write_csv(prediction_frame(names, heads[:, j], class_names, labels, checkpoint=ckpt_id), path)
                 result["head_csvs"].append(path)
-        if labels is not None:
+        if labels is not None and confusion_png:
             png = os.path.splitext(out_csv)[0] + "_confusion.png"
             plot_confusion(result["confusion"], class_names, png,
                            title=f"acc {result['acc']:.3f}, weighted F1 {result['f1']:.3f}")
