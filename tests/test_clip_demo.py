@@ -1,6 +1,6 @@
-"""The README's clip demo, command by command: synthetic clips -> features (three encoders) -> feature check ->
-splits -> a trained multimodal model. The commands are read from the README itself, so that what a newcomer
-pastes is what runs here; features/ moves to a temporary MER_FEATURE_ROOT and runs to a temporary --save_root."""
+"""The clip demo of docs/features.md, command by command: synthetic clips -> features (three encoders) -> feature
+check -> splits -> a trained multimodal model. The commands are read from the page itself, so that what a
+newcomer pastes is what runs here; features/ moves to a temporary MER_FEATURE_ROOT and runs to a temporary --save_root."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "tests/test_clip_demo.py runs the commands of the next block"
@@ -23,6 +24,7 @@ def readme_commands():
     return [line.split("  #")[0].strip() for line in block.strip().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # a walk-through of separate processes: about 40 s
 def test_readme_clip_demo_runs_from_clips_to_a_trained_model(tmp_path):
     commands = readme_commands()
     assert [c.split()[1] for c in commands] == [

