@@ -57,7 +57,7 @@ def _feat(*parts):
 # ---------------------------------------------------------------------------------------------
 FEAT_VIDEO_DICT = {
     "demo-clip-vit-base-UTT": [512, _feat("demo", "demo-clip-vit-base-UTT")],
-    # the clip demo (`python preprocess/make_clip_demo.py`, then preprocess/extract_features.py; README)
+    # the clip demo (`python preprocess/make_clip_demo.py`, then preprocess/extract_features.py; docs/features.md)
     "clipdemo-tiny-clip-UTT": [32, _feat("clipdemo", "tiny-clip-UTT")],
     "demo-videomae-large-UTT": [1024, _feat("demo", "demo-videomae-large-UTT")],
     "mosi-bclstm-video": [100, _feat("mosi", "mosi-bclstm-video")],
@@ -111,7 +111,7 @@ FRAME_LEVEL_SUFFIXES = ("-FRM", "-FRA")
 
 # ---------------------------------------------------------------------------------------------
 # MER2025 features, name -> (modality, dim), registered below as FEATURE_ROOT/mer2025/<name>, where
-# `preprocess/extract_features.py --dataset mer2025` writes them (README, "MER2025").
+# `preprocess/extract_features.py --dataset mer2025` writes them (docs/features.md, "MER2025").
 # Names and dims: the feature dictionaries of the MRAC25 runner-up's code (github.com/zhuyjan/MER2025-MRAC25,
 # config.py; paper arXiv:2508.06036), which keep MERTools' naming (github.com/zeroQiaoba/MERTools, MER2025/
 # MER2025_Track1: `<model>-UTT`, `-FRA` for frame level). Whisper's and Qwen2-Audio's 1280 is their audio

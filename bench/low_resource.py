@@ -15,14 +15,14 @@ per (N, seed), with one shared stage-1 run:
 * ``none``: stage 1 alone (labelled only);
 * ``teacher``, ``student``, ``consensus``: stage 2 on labelled + that strategy's pseudo labels (semi.py
   two_stage, trained from scratch); consensus is capped at ``--consensus_top_k`` per class (default 200,
-  as student and acl are: chosen on validation, see the README);
+  as student and acl are: chosen on validation, see docs/results.md);
 * ``acl``: the ACL-MER loop (``--max_iter`` rounds, retrained from scratch each round).
 
 Prints and writes (``<save_root>/table.csv``, ``table.md``, ``f1_vs_n.png``) test weighted F1 and accuracy
 (mean and std over seeds) per strategy and N, with the pseudo-label count and precision, and ends with the
 line ``best gain over none at N=<smallest N>: <weighted F1 points>``. Finished runs are skipped on a rerun.
 Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts. The
-presets below are defaults for the data sets the README's results use; any other registered data set takes
+presets below are defaults for the data sets docs/results.md uses; any other registered data set takes
 ``--feat``, ``--teachers`` and ``--train_args``.
 
 Many runs at once (engine/grid.py): with ``--jobs N`` (``--gpus``, ``--cluster``) every (N, seed, strategy)
@@ -56,7 +56,7 @@ PRESETS = {
              "teachers": ["demo-vlm.jsonl"],
              "train_args": "--model auto_attention --hidden_dim 128 --epochs 25 --lr 1e-3 --batch_size 32"},
     # the project's own transcript features: the bc-LSTM features' extractors were trained on the training
-    # videos' labels, so 100 labels already fit the whole training pool (README, low-resource results)
+    # videos' labels, so 100 labels already fit the whole training pool (docs/results.md, low-resource results)
     "mosi": {"feat": "mosi-minilm-UTT,mosi-tfidf-UTT",
              "teachers": ["zeroshot.jsonl", "lexicon.jsonl"],
              "train_args": "--model auto_attention --hidden_dim 128 --dropout 0.5 --epochs 25 --lr 5e-4 "
@@ -100,7 +100,7 @@ def main(argv=None):
 
     if args.dataset not in config.DATASETS:
         print(f"error: unknown --dataset '{args.dataset}' (config.DATASETS: {', '.join(config.DATASETS)}); register "
-              "it in config.py first (README: Bring your own data set)", file=sys.stderr)
+              "it in config.py first (docs/datasets.md: Bring your own data set)", file=sys.stderr)
         return 2
     preset = PRESETS.get(args.dataset, {})
     ds = config.DATASETS[args.dataset]
@@ -121,7 +121,7 @@ def main(argv=None):
     teachers = args.teachers or [os.path.join(ds.get("teacher_dir") or "", t) for t in preset["teachers"]]
     missing = [t for t in teachers if not os.path.isfile(t)]
     if missing:
-        print(f"error: teacher file(s) {missing} do not exist; make them first (README: teachers)", file=sys.stderr)
+        print(f"error: teacher file(s) {missing} do not exist; make them first (docs/teachers.md)", file=sys.stderr)
         return 2
     train_args = (["--dataset", args.dataset, "--feat", args.feat or preset["feat"]]
                   + shlex.split(args.train_args if args.train_args is not None else preset["train_args"]))

@@ -10,7 +10,7 @@ official dev; the best epoch by dev weighted F1) without context and with ``--co
 official test split, and prints a table of mean and std over seeds. Its last line is
 ``meld test weighted F1 with context: <mean> +- <std>``.
 
-The settings below were chosen on the official dev split only (see the README's results).
+The settings below were chosen on the official dev split only (see docs/results.md).
 Published text-only references (test weighted F1): bc-LSTM 0.5644, DialogueRNN 0.5703.
 """
 

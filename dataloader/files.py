@@ -1,4 +1,4 @@
-"""Readers and writers of the project's file formats (see README, "File formats").
+"""Readers and writers of the project's file formats (see docs/file-formats.md).
 
 * label table: CSV ``name,discrete[,valence]`` (extra columns, e.g. a dialogue id, are kept)
 * name list: CSV with a ``name`` column

@@ -59,7 +59,7 @@ def build_parser():
     g.add_argument("--face_channels", default="bgr", choices=["bgr", "rgb"],
                    help="channel order of --face_dir .npy arrays (MERTools saved them from OpenCV: bgr)")
     g.add_argument("--frames", type=int, default=None, help="frames per clip, sampled uniformly (default: the "
-                                                            "model family's, see the README)")
+                                                            "model family's, see docs/features.md)")
     g.add_argument("--fps", type=float, default=None, help="frames per second instead (video files only)")
     g.add_argument("--window_s", type=float, default=None, help="audio window in seconds (default 10; Whisper 30)")
     g.add_argument("--sample_rate", type=int, default=None, help="audio rate (default: the model's)")

@@ -5,7 +5,7 @@
     python preprocess/offline_teacher.py --teacher zeroshot --texts my_transcripts.csv --emo_rule MER \\
         --names unlabeled.csv --out my_teachers/zeroshot.jsonl
 
-They write the same records as a VLM teacher (see the README, "Teacher output"), so everything downstream
+They write the same records as a VLM teacher (see docs/file-formats.md, "teacher output"), so everything downstream
 (vlm_features.py, teacher_report.py, pseudo-labelling) takes them as they are: ``name``, ``label``,
 ``scores`` (every emotion of the label set, summing to 1), ``confidence`` (an integer 0-5), ``description``
 (what the teacher saw), ``teacher``, plus ``strength`` (the raw value behind the confidence) and

@@ -4,7 +4,7 @@
     python preprocess/teacher_report.py --dataset meld --parts test --teacher features/meld/teachers/zeroshot.jsonl
     python preprocess/teacher_report.py --teacher my.jsonl --labels my_labels.csv --emo_rule MER --out saved/my
 
-Reads a teacher file (JSON Lines, see the README) and the ground truth of the samples it answered: label
+Reads a teacher file (JSON Lines, see docs/file-formats.md) and the ground truth of the samples it answered: label
 tables (``name,discrete``) given with --labels, or a data set's own (--dataset: its label_csv,
 test_label_csv and unlabeled_truth, as far as they exist; --parts picks among train, test and unlabeled).
 Only labelled samples count; teacher records of other samples are ignored.

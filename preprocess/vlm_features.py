@@ -8,7 +8,7 @@
         --encoder sentence-transformers:/models/all-mpnet-base-v2 --device auto
 
 Input: one JSON object per line with ``name``, ``label``, ``scores`` (emotion -> float), ``confidence``
-(0-5), ``description`` (free text) and ``teacher`` (the README's teacher format). A line that is not such
+(0-5), ``description`` (free text) and ``teacher`` (the teacher format of docs/file-formats.md). A line that is not such
 an object (bad JSON, no name, scores that miss an emotion of the label set or name one outside it, negative
 or non-numeric scores, a confidence outside 0-5, a name seen before) is reported with its line number and
 skipped; the rest is converted.

@@ -15,7 +15,7 @@ last line is removed on the next start). A rerun continues where the last one st
 
 Output record (one JSON object a line; the first six fields are the project's teacher format)::
 
-    name, teacher, label, scores, confidence, description,       # teacher format (README)
+    name, teacher, label, scores, confidence, description,       # teacher format (docs/file-formats.md)
     confidence_source, contributions, warnings, error, error_type, raw, backend, model, media,
     n_samples, agreement, usage, elapsed_s, attempts
 
