@@ -194,10 +194,11 @@ def minilm():
     mp.undo()
 
 
-def train_args(env, *extra):
-    """The training config of the tiny data set, with train.py flags ``extra`` on top."""
+def train_args(env, *extra, plots=False):
+    """The training config of the tiny data set, with train.py flags ``extra`` on top; without its curves
+    (``--no_plots``: drawing them costs about as much as training a tiny run) unless ``plots``."""
     from engine.config import TrainConfig
-    return TrainConfig.from_argv([
+    return TrainConfig.from_argv([*([] if plots else ["--no_plots"]),
         "--dataset", "tiny", "--seed", "0", "--feat", "tiny-signal,tiny-noise", "--epochs", "8", "--lr", "3e-3",
         "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--save_root", str(env.tmp / "saved"),
         "--quiet", "--device", "cpu", "--num_workers", "2", *extra])

@@ -266,7 +266,7 @@ def test_ablation_with_two_jobs_writes_the_table_of_one_job(tiny_children, capsy
     env = tiny_children
     common = ["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--model", "auto_attention", "--seeds", "0",
               "--parts", "all,without", "--threads", "1",
-              "--train_args", "--epochs 3 --lr 3e-3 --batch_size 16 --hidden_dim 32 --device cpu --num_workers 2"]
+              "--train_args", "--epochs 3 --lr 3e-3 --batch_size 16 --hidden_dim 32 --device cpu --num_workers 2 --no_plots"]
     assert ablation.main(common + ["--save_root", str(env.tmp / "one")]) == 0
     out_one = capsys.readouterr().out
     assert ablation.main(common + ["--save_root", str(env.tmp / "two"), "--jobs", "2"]) == 0

@@ -11,7 +11,7 @@ from pseudo import drivers as semi
 from dataloader.files import DataError, read_split_json
 
 TRAIN_ARGS = ["--dataset", "tiny", "--feat", "tiny-signal,tiny-noise", "--epochs", "6", "--lr", "3e-3",
-              "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--num_workers", "2"]
+              "--batch_size", "16", "--hidden_dim", "32", "--dropout", "0.1", "--num_workers", "2", "--no_plots"]
 
 
 def _setup(env, n_labelled=15):

@@ -17,7 +17,7 @@ from engine.trainer import evaluate_run, train
 
 
 def test_training_learns_the_known_answer_and_writes_the_run_folder(tiny, capsys):
-    summary = train(train_args(tiny, "--test"))
+    summary = train(train_args(tiny, "--test", plots=True))
     run = summary["run_dir"]
     for f in ("args.yaml", "metrics.csv", "best.pth", "valid_pred.csv", "loss.png", "metrics.png", "train.log",
               "summary.json", "test_pred.csv", "test_metrics.json"):
