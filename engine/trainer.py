@@ -535,7 +535,7 @@ def compile_model(model, batch, precision=None, device="cpu", log=None):
         return False
     targets = compile_targets(model)
     for m in targets:
-        m.forward = torch.compile(m.forward, backend=COMPILE_BACKEND)
+        m.forward = torch.compile(m.forward, backend=COMPILE_BACKEND, dynamic=False)
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     was_training = model.training

@@ -269,6 +269,19 @@ def test_compile_traces_the_model_and_changes_nothing_it_should_not(tiny, refere
     assert s["config_hash"] == reference["config_hash"]  # --compile is not part of the identity
 
 
+def test_compile_trains_a_list_whose_last_batch_is_smaller_with_expert_dropout(tiny, monkeypatch):
+    """96 training samples in batches of 20 end with a batch of 16: the compiled model meets a second batch size.
+    A dynamic-shape retrace of expert dropout's random draw failed there (bench/gpu_check.sh found it); the run
+    must compile, train every epoch and give the eager run's losses."""
+    monkeypatch.setattr(trainer, "COMPILE_BACKEND", "aot_eager")
+    args = ("--feat", "tiny-signal,tiny-noise", "--epochs", "3", "--batch_size", "20", "--expert_dropout", "0.3")
+    eager = train(train_args(tiny, *args, "--run_name", "eager"))
+    comp = train(train_args(tiny, *args, "--run_name", "compiled", "--compile"))
+    assert "compiled" in _log(comp) and "--compile" not in _log(comp)  # compiled, no fallback warning
+    assert len(_metrics(comp)) == 3
+    np.testing.assert_allclose(_metrics(comp)["train_loss"], _metrics(eager)["train_loss"], rtol=1e-4)
+
+
 def test_compile_failure_falls_back_with_one_warning_and_the_same_result(tiny, reference, monkeypatch):
     def broken(fn, **kwargs):
         def call(*a, **k):

@@ -1,0 +1,140 @@
+"""bench/gpu_check.sh, the GPU acceptance check: its whole run on the CPU (--device cpu, the smoke test CI runs),
+the figures it reads from the benches' output, a failing, a hung and an unreached step (recorded, the others
+still run, the exit status 1), and the one-line refusal of --device cuda where no GPU is visible."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, load_script
+
+gc = load_script("bench/gpu_check.py")
+SCRIPT = os.path.join(REPO, "bench", "gpu_check.sh")
+
+TRAIN_OUT = """\
+wrote 200 samples x 5 utterance features (1024, 1024, 768, 768, 512 dims) + bench-au-FRM (T x 35, T in 10..60), one .npy each, in 0.2s
+packed (or opened) the 6 features in 0.8s
+device cuda (NVIDIA H200); batch 64; amp bf16; compile off; all timed steps after 5
+auto_attention: list gathered on the device in 0.02s; samples/s: ours 58,123 | MRAC25 (2 workers) 5,901 | bare 60,185
+auto_attention: ours/MRAC25 9.85, ours/bare 0.97
+moe: list gathered on the device in 0.01s; samples/s: ours 71,004 | MRAC25 (2 workers) 6,010 | bare 72,500
+moe: ours/MRAC25 11.81, ours/bare 0.98
+lowest over auto_attention, moe:
+ours/MRAC25: 9.85
+ours/bare: 0.97
+"""
+
+EXTRACT_OUT = """\
+4 clips synthesised in 0.2s; device cpu, torch threads 2, size mini
+audio  hubert 128x4, batch 1, workers 0, padded batches: MERTools design    7.81 clips/s, ours    9.36 clips/s: 1.20x  (features agree to 5.3e-07 relative)
+visual clip 128x4, batch 32, workers 0, fixed-size inputs batches: MERTools design    3.69 clips/s, ours    4.80 clips/s: 1.30x  (features agree to 1.4e-07 relative)
+text   bert 128x4, batch 32, workers 0, padded batches: MERTools design  178.77 clips/s, ours  345.59 clips/s: 1.93x  (features agree to 1.8e-07 relative, ours in bfloat16)
+all modalities: MERTools design 1.6s, ours 1.3s for 4 clips each
+speedup: 1.27
+"""
+
+
+def test_the_benches_figures_are_read_from_their_output():
+    t = gc.parse_train_throughput(TRAIN_OUT)
+    assert t["ours/MRAC25"] == 9.85 and t["ours/bare"] == 0.97
+    assert (t["device"], t["device_detail"], t["amp"], t["samples"]) == ("cuda", "NVIDIA H200", "bf16", 200)
+    assert t["models"]["auto_attention"]["ours_samples_per_s"] == 58123
+    assert t["models"]["moe"]["mrac25_samples_per_s"] == 6010 and t["models"]["moe"]["ours_over_bare"] == 0.98
+    e = gc.parse_extract_throughput(EXTRACT_OUT)
+    assert e["speedup"] == 1.27 and set(e["modalities"]) == {"audio", "visual", "text"}
+    assert e["modalities"]["visual"]["batching"] == "fixed-size inputs"
+    assert e["modalities"]["text"]["ours_clips_per_s"] == 345.59 and e["device"] == "cpu"
+    assert gc.parse_pytest("....\n3 passed, 2 skipped, 520 deselected in 12.34s\n") == {
+        "passed": 3, "skipped": 2, "deselected": 520, "seconds": 12.34}
+    assert gc.parse_pytest("520 deselected in 9.10s") == {"deselected": 520, "seconds": 9.1}
+    g = gc.parse_grid("seed0: done in 16.6s, valid f1 0.6074, test f1 0.5017\n4 of 4 runs finished (0 skipped)")
+    assert g["runs_finished"] == 4 and g["per_run"]["seed0"]["test_f1"] == 0.5017
+    ctx = gc.Context("/nowhere", "cuda", sys.executable)
+    assert gc.check_train_throughput(ctx, 0, TRAIN_OUT)[1] is None
+    assert gc.check_train_throughput(ctx, 0, TRAIN_OUT.replace("device cuda", "device cpu"))[1][0] == gc.FAILED
+    assert gc.check_cuda_tests(ctx, 5, "520 deselected in 9.10s")[1][0] == gc.FAILED  # on a GPU: none ran
+    cpu = gc.Context("/nowhere", "cpu", sys.executable)
+    assert gc.check_cuda_tests(cpu, 5, "520 deselected in 9.10s")[1][0] == gc.OK
+    assert gc.check_extract_throughput(cpu, 0, EXTRACT_OUT)[1] is None
+    assert gc.check_extract_throughput(cpu, 0, EXTRACT_OUT.replace("speedup: 1.27", ""))[1][0] == gc.FAILED
+
+
+def test_a_failed_a_hung_and_an_unreached_step_are_recorded_and_the_exit_status_is_1(tmp_path):
+    ctx = gc.Context(str(tmp_path), "cpu", sys.executable)
+    gc.prepare_work(ctx)
+
+    def py(code):
+        return [sys.executable, "-c", code]
+
+    def check(ctx, rc, text):
+        return ({"value": float(text.split()[-1])}, None) if rc == 0 else ({}, gc.failed_note(rc, text))
+
+    steps = [gc.Step("fails", "exits 1", [py("print('before'); raise ValueError('broken input')")], 30, check),
+             gc.Step("hangs", "sleeps past its timeout", [py("print('waiting', flush=True)\nimport time\n"
+                                                             "time.sleep(60)")], 1.5, check),
+             gc.Step("works", "prints a figure", [py("print('figure 2.5')")], 30, check)]
+    code = gc.run_check(str(tmp_path), "cpu", steps, ctx, budget=60, facts={"python": "x"})
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    status = {s["name"]: s for s in report["steps"]}
+    assert code == 1 and report["ok"] is False and report["failed"] == ["fails", "hangs"]
+    assert status["fails"]["status"] == gc.FAILED and status["fails"]["returncode"] == 1
+    assert "ValueError: broken input" in status["fails"]["note"] and "before" in status["fails"]["tail"]
+    assert status["hangs"]["status"] == gc.TIMED_OUT and status["hangs"]["seconds"] < 15
+    assert status["works"]["status"] == gc.OK and status["works"]["figures"] == {"value": 2.5}
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "before" in log and "waiting" in log and "figure 2.5" in log
+    assert report["work_kept"]  # kept for a look, as a step failed
+
+    # a step the budget no longer reaches is not run, and counts as a failure
+    gc.prepare_work(ctx)
+    code = gc.run_check(str(tmp_path), "cpu", [steps[1], gc.Step("late", "after", [py("print(1)")], 30, check)],
+                        ctx, budget=6, facts={})
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert code == 1 and [s["status"] for s in report["steps"]] == [gc.TIMED_OUT, gc.NOT_RUN]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_cuda_without_a_gpu_fails_at_once_with_one_line(tmp_path):
+    res = subprocess.run([SCRIPT, str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PY=sys.executable))
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1 and "--device cpu" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_whole_check_on_the_cpu(tmp_path):
+    """bench/gpu_check.sh OUT --device cpu: every step ok (a --compile with no C++ compiler: skipped), figures
+    parsed, nothing left in the repository's data folders."""
+    out = tmp_path / "check"
+    res = subprocess.run([SCRIPT, str(out), "--device", "cpu"], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PY=sys.executable))
+    report = json.loads((out / "gpu_check.json").read_text())
+    steps = {s["name"]: s for s in report["steps"]}
+    summary = {n: (s["status"], s["note"]) for n, s in steps.items()}
+    assert res.returncode == 0 and report["ok"], (summary, res.stdout[-3000:])
+    assert list(steps) == ["cuda_tests", "train_fp32", "train_bf16", "extract", "torchrun_extract", "grid", "compile"]
+    assert all(s["status"] == gc.OK for n, s in steps.items() if n != "compile")
+    assert steps["compile"]["status"] == gc.OK or "no compiler" in steps["compile"]["note"]
+    assert report["machine"]["torch"] == torch.__version__ and report["machine"]["python"]
+    assert "no CUDA tests ran" in steps["cuda_tests"]["note"]
+    for name in ("train_fp32", "train_bf16"):
+        f = steps[name]["figures"]
+        assert f["ours/MRAC25"] > 0 and f["ours/bare"] > 0 and f["device"] == "cpu"
+        assert all(v > 0 for m in f["models"].values() for k, v in m.items() if k.endswith("samples_per_s"))
+    assert steps["train_bf16"]["figures"]["amp"] == "bf16"
+    e = steps["extract"]["figures"]
+    assert e["speedup"] > 0 and all(m["ours_clips_per_s"] > 0 for m in e["modalities"].values())
+    t = steps["torchrun_extract"]["figures"]
+    assert t["files"] == t["names"] > 0 and t["shapes"] == [[t["registered_dim"]]] and t["processes"] == 1
+    g = steps["grid"]["figures"]
+    assert g["runs_finished"] == 4 and all(0 < s["test_f1"] <= 1 for s in g["summaries"].values())
+    if steps["compile"]["status"] == gc.OK:
+        assert steps["compile"]["figures"]["compiled"] is True
+    log = (out / "gpu_check.log").read_text()
+    assert all(f"===== {n}: " in log for n in steps)
+    assert not (out / "work").exists()  # every step passed: the scratch data are gone
