@@ -16,4 +16,10 @@ case "${1:-}" in
   --slow) SET=(-m slow); shift ;;
   --all) SET=(); shift ;;
 esac
-exec "$PY" -m pytest -q tests ${SET[@]+"${SET[@]}"} -n "${TEST_WORKERS:-auto}" --durations=25 --durations-min=0.5 "$@"
+# test files or ids given (tests/...) replace the whole folder
+WHERE=(tests)
+for arg in "$@"; do
+  case "$arg" in tests/*) WHERE=() ;; esac
+done
+exec "$PY" -m pytest -q ${WHERE[@]+"${WHERE[@]}"} ${SET[@]+"${SET[@]}"} -n "${TEST_WORKERS:-auto}" --durations=25 \
+  --durations-min=0.5 "$@"
