@@ -24,10 +24,11 @@ from engine.trainer import patience_met, train
 CURVES = ["epoch", "train_loss", "valid_loss", "valid_acc", "valid_f1"]
 
 
-def fast_args(tiny, *extra):
+def fast_args(tiny, *extra, plots=False):
     """The tiny data set's one informative feature at a high learning rate: validation F1 reaches 1.0 within two
-    epochs and the validation loss then stops falling, so a patience of 3 ends the run long before 30 epochs."""
-    return train_args(tiny, "--feat", "tiny-signal", "--lr", "1e-2", "--threads", "1", *extra)
+    epochs and the validation loss then stops falling, so a patience of 3 ends the run long before 30 epochs.
+    Without curves unless ``plots`` (conftest.train_args)."""
+    return train_args(tiny, "--feat", "tiny-signal", "--lr", "1e-2", "--threads", "1", *extra, plots=plots)
 
 
 def run_folder(tiny, name):
@@ -77,7 +78,7 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tiny, capsys):
 
 
 def test_patience_is_part_of_the_identity_only_when_set(tiny):
-    base = fast_args(tiny).resolved()
+    base = fast_args(tiny, plots=True).resolved()
     old_keys = set(IDENTITY_FIELDS) | {"split_sha1", "model_pretrain_sha1", "dialogue_csv_sha1"}
     assert base.patience is None and set(base.identity()) == old_keys
     # an args.yaml written before the field existed (no patience, tracker or plots key) gives the same hash
@@ -186,7 +187,7 @@ def test_tensorboard_records_the_settings_and_the_curves_of_metrics_csv(tiny):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    s = train(fast_args(tiny, "--epochs", "3", "--tracker", "tensorboard", "--test", "--run_name", "tb"))
+    s = train(fast_args(tiny, "--epochs", "3", "--tracker", "tensorboard", "--test", "--run_name", "tb", plots=True))
     run = s["run_dir"]
     for f in ("args.yaml", "metrics.csv", "best.pth", "valid_pred.csv", "loss.png", "metrics.png", "train.log",
               "summary.json", "test_pred.csv", "test_metrics.json", "test_pred_confusion.png"):
@@ -213,7 +214,7 @@ def test_tensorboard_records_the_settings_and_the_curves_of_metrics_csv(tiny):
     assert hp["model_args.hidden_dim"].number_value == 32 and hp["model_args.seq_layers"].number_value == 2
     assert hp["config_hash"].string_value == s["config_hash"] and hp["tracker"].string_value == "tensorboard"
     # the tracker adds tb/ and changes nothing else
-    plain = train(fast_args(tiny, "--epochs", "3", "--test", "--run_name", "plain"))
+    plain = train(fast_args(tiny, "--epochs", "3", "--test", "--run_name", "plain", plots=True))
     assert plain["config_hash"] == s["config_hash"] and plain["test_f1"] == s["test_f1"]
     pd.testing.assert_frame_equal(curves(plain["run_dir"]), curves(run))
     assert set(os.listdir(run)) - set(os.listdir(plain["run_dir"])) == {"tb"}
