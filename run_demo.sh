@@ -7,7 +7,8 @@
 # VENV (.venv), and for speed:
 #   JOBS (2): training processes at once. With 2 or more the unimodal runs go JOBS at a time (run_eval_unimodal.sh's
 #     grid) in the background, beside stage 1 and the pseudo labels (they feed neither), and the two stage-2 seeds
-#     train at once. JOBS=1: one process at a time, the stages one after another (the script before JOBS).
+#     train at once. JOBS=1: one process at a time, the stages one after another (with PATIENCE=0: the schedule
+#     of the script before these variables).
 #   THREADS (CPU cores / JOBS, at least 1): CPU threads of each training process (train.py --threads); 1 on 2
 #     cores, where a process with a thread per core waits on the threads of the others.
 #   PATIENCE (10): early stopping of stage 1 (train.py --patience; 0: off, all MM_EPOCHS). Its best epoch is
@@ -15,7 +16,8 @@
 # Another JOBS or THREADS changes a run's floating-point sums, so its last digits and sometimes its best epoch.
 set -euo pipefail
 cd "$(dirname "$0")"
-t_data=$EPOCHREALTIME
+now() { echo "${EPOCHREALTIME:-$(date +%s)}"; }  # seconds (bash 5: to the microsecond)
+t_data=$(now)
 source scripts/ensure_env.sh
 SEEDS=${SEEDS:-0}
 EPOCHS=${EPOCHS:-20}
@@ -28,8 +30,9 @@ THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}
 PATIENCE=${PATIENCE:-10}
 SAVE_ROOT=${SAVE_ROOT:-./saved/demo}
 ALL_FEATS="demo-clip-vit-base-UTT demo-videomae-large-UTT demo-hubert-large-UTT demo-wav2vec2-base-UTT demo-roberta-large-UTT demo-bert-base-UTT demo-openface-au-FRM demo-vlm-scores"
-# the unimodal runs, longest first (the AU sequences), so that no long run starts last
-UNI_FEATS="demo-openface-au-FRM ${ALL_FEATS/ demo-openface-au-FRM/}"
+# several at once: the unimodal runs longest first (the AU sequences), so that the long one does not start last
+UNI_FEATS=$ALL_FEATS
+if [ "$JOBS" != 1 ]; then UNI_FEATS="demo-openface-au-FRM ${ALL_FEATS/ demo-openface-au-FRM/}"; fi
 FEAT_LIST=$(printf "'%s'," $ALL_FEATS)
 S1_ARGS=(--threads "$THREADS")
 if [ "$PATIENCE" != 0 ]; then S1_ARGS+=(--patience "$PATIENCE"); fi
@@ -48,14 +51,14 @@ echo "== building splits (train_lst/demo)"
 echo "== checking registered features against the disk"
 "$PY" preprocess/check_feat_dim.py --dataset demo --feat $ALL_FEATS
 
-t_unimodal=$EPOCHREALTIME
+t_unimodal=$(now)
 rm -rf "$SAVE_ROOT"
 mkdir -p "$SAVE_ROOT"
 unimodal() {  # run_eval_unimodal.sh over all features; its log in $SAVE_ROOT/unimodal.log, its end time in unimodal.end
   local rc=0
   PYTHON="$PY" FEATS="$UNI_FEATS" SEEDS="$SEEDS" EPOCHS="$EPOCHS" DEVICE="$DEVICE" SAVE_ROOT="$SAVE_ROOT/unimodal" \
     JOBS="$JOBS" "$@" ./run_eval_unimodal.sh 2>"$SAVE_ROOT/unimodal.log" || rc=$?
-  echo "$EPOCHREALTIME" >"$SAVE_ROOT/unimodal.end"
+  now >"$SAVE_ROOT/unimodal.end"
   return "$rc"
 }
 unimodal_report() {  # each run's test figures, in the order of ALL_FEATS
@@ -73,13 +76,13 @@ else
   echo "== unimodal ablation: each feature alone (seeds: $SEEDS, $EPOCHS epochs, $JOBS at a time, $THREADS thread(s) each;" \
     "log: $SAVE_ROOT/unimodal.log), in the background beside stage 1 and the pseudo labels"
   set -m  # its own process group, stopped with the script if the script stops early
-  unimodal env GRID_ARGS="--threads $THREADS" EXTRA_ARGS="--no_plots" >/dev/null &
+  unimodal env GRID_ARGS="--threads $THREADS" EXTRA_ARGS="--no_plots" </dev/null >/dev/null &
   unimodal_pid=$!
   set +m
   trap 'kill -- -"$unimodal_pid" 2>/dev/null || true' EXIT
 fi
 
-t_stage1=$EPOCHREALTIME
+t_stage1=$(now)
 echo "== multimodal: auto_attention over all 8 features ($MM_EPOCHS epochs, patience $PATIENCE; log: $SAVE_ROOT/multimodal.log)"
 for seed in $SEEDS; do
   "$PY" train.py --dataset demo --seed "$seed" --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 \
@@ -95,28 +98,29 @@ if [ ! -f "$STAGE1/best.pth" ]; then
     "${S1_ARGS[@]}" 2>>"$SAVE_ROOT/multimodal.log"
 fi
 
-t_pseudo=$EPOCHREALTIME
+t_pseudo=$(now)
 echo "== teacher: accuracy and coverage of the VLM teacher per confidence level (labelled clips)"
 "$PY" preprocess/teacher_report.py --dataset demo --parts train --teacher "$TEACHER" --out "$SAVE_ROOT/teacher_report" \
   | grep -E "^\| (confidence|= |all labelled)"
 echo "== pseudo labels: consensus of the stage-1 model and the teacher on the unlabelled pool (at most 400 a class)"
 "$PY" pseudo_label.py --dataset demo --seed 0 --strategy consensus --top_k 400 --runs "$STAGE1" --teachers "$TEACHER" \
   --device "$DEVICE" --out "$SAVE_ROOT/pseudo_consensus.json" 2>>"$SAVE_ROOT/pseudo.log" | grep -E "^ *(class|source|all) "
-t_pseudo_end=$EPOCHREALTIME
+t_pseudo_end=$(now)
 
 if [ "$JOBS" != 1 ]; then
-  echo "== unimodal ablation: waiting for its last runs"
   if ! wait "$unimodal_pid"; then
     echo "error: the unimodal ablation failed (log: $SAVE_ROOT/unimodal.log):" >&2
     tail -n 5 "$SAVE_ROOT/unimodal.log" >&2
     exit 1
   fi
+  trap - EXIT
+  echo "== unimodal ablation (run in the background): each run's test figures"
   unimodal_report
 fi
 echo "== scores on the demo's test list (labels used only for scoring)"
 "$PY" eval_avg_performance.py --save_root "$SAVE_ROOT/unimodal" --out "$SAVE_ROOT/summary" --highlight multimodal-all
 
-t_stage2=$EPOCHREALTIME
+t_stage2=$(now)
 echo "== stage 2: labelled + pseudo-labelled, seeds 0 and 1 ($S2_EPOCHS epochs; logs: $SAVE_ROOT/stage2_seed{0,1}.log)"
 stage2() {  # seed $1; its output in $SAVE_ROOT/stage2_seed$1.out, its log in stage2_seed$1.log
   "$PY" train.py --dataset demo --split "$SAVE_ROOT/pseudo_consensus.json" --seed "$1" --feat "[${FEAT_LIST%,}]" \
@@ -141,7 +145,7 @@ done
 [ "${rcs[*]}" = "0 0" ] || exit 1
 grep -h "^TEST:" "$SAVE_ROOT/stage2_seed0.out" "$SAVE_ROOT/stage2_seed1.out"
 
-t_ensemble=$EPOCHREALTIME
+t_ensemble=$(now)
 echo "== ensemble (soft voting: stage 1 + both stage-2 runs) + re-ranking rules (rerank_rules.yaml) + submission"
 S2="$SAVE_ROOT/stage2/demo"
 "$PY" ensemble.py --preds "$STAGE1" "$S2/seed0/auto_attention/stage2" "$S2/seed1/auto_attention/stage2" \
@@ -155,7 +159,9 @@ echo "== test weighted F1 after each step, and each stage's wall time"
 import json, os, sys, time
 import pandas as pd
 root, jobs = sys.argv[1], int(sys.argv[2])
-t_data, t_uni, t_uni_end, t_s1, t_pseudo, t_pseudo_end, t_s2, t_ens = (float(t) for t in sys.argv[3:])
+# the times as bash wrote them (a decimal comma in some locales)
+t_data, t_uni, t_uni_end, t_s1, t_pseudo, t_pseudo_end, t_s2, t_ens = (float(t.replace(",", "."))
+                                                                      for t in sys.argv[3:])
 end = time.time()
 def f1(run):
     return json.load(open(os.path.join(run, "test_metrics.json")))["test_f1"]
