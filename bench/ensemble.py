@@ -65,7 +65,8 @@ def train_seeds(split, seeds, root, args, log):
     specs = [(f"{os.path.relpath(root, args.save_root)}_seed{seed}", TrainConfig.from_argv([
         "--dataset", "demo", "--seed", str(seed), "--feat", args.feat, "--model", args.model,
         "--epochs", str(args.epochs), "--lr", str(args.lr), "--save_root", root, "--device", args.device,
-        "--test", "--quiet", "--resume"] + (["--split", split] if split else []))) for seed in seeds]
+        "--test", "--quiet", "--resume"] + (["--split", split] if split else [])
+        + (["--patience", str(args.patience)] if args.patience else []))) for seed in seeds]
 
     def report(i, res):
         s = res.summary
@@ -93,6 +94,9 @@ def main(argv=None):
     p.add_argument("--feat", default=FEATS)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping (train.py --patience): stop a run once N epochs bring no better validation F1; off by "
+                        "default, so the figures of docs/results.md are those of every epoch")
     p.add_argument("--bias_rate", type=float, default=0.4)
     p.add_argument("--rules", default=os.path.join(_paths.REPO_ROOT, "rerank_rules.yaml"))
     p.add_argument("--device", default="auto")

@@ -58,7 +58,8 @@ def run_seeds(split, seeds, args, context, save_root):
                 "--save_root", save_root, "--run_name", context_run_name(context, args.context_level),
                 "--context", str(context),
                 "--context_hidden", str(args.context_hidden), "--context_level", args.context_level,
-                "--test", "--quiet", *args.extra.split()]
+                "--test", "--quiet", *(["--patience", str(args.patience)] if args.patience else []),
+                *args.extra.split()]
         s = train(TrainConfig.from_argv(argv))
         rows.append({"context": context, "seed": seed, "best_epoch": s["best_epoch"], "valid_f1": s["valid_f1"],
                      "test_acc": s["test_acc"], "test_f1": s["test_f1"]})
@@ -83,6 +84,9 @@ def main(argv=None):
     p.add_argument("--hidden_dim", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--l2", type=float, default=1e-5)
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping (train.py --patience): stop a run once N epochs bring no better validation F1; off by "
+                        "default, so the figures of docs/results.md are those of every epoch")
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_meld"))

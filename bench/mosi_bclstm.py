@@ -62,6 +62,9 @@ def main(argv=None):
     p.add_argument("--context_hidden", type=int, default=128, help="width of the fused-level context layer")
     p.add_argument("--context_level", choices=CONTEXT_LEVELS, default="fused",
                    help="where the context layer sits (train.py --context_level)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping (train.py --patience): stop a run once N epochs bring no better validation F1; off by "
+                        "default, so the figures of docs/results.md are those of every epoch")
     p.add_argument("--extra", default="", help="further train.py flags, e.g. \"--expert_dropout 0 --att_norm none\"")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_root", default=os.path.join(_paths.REPO_ROOT, "saved", "bench_mosi"))
@@ -89,7 +92,8 @@ def main(argv=None):
                 "--l2", str(l2), "--save_root", args.save_root, "--test", "--quiet",
                 "--context", str(args.context), "--context_hidden", str(args.context_hidden),
                 "--context_level", args.context_level,
-                "--run_name", run_name if len(l2s) == 1 else f"{run_name}_l2_{l2:g}", *args.extra.split()])
+                "--run_name", run_name if len(l2s) == 1 else f"{run_name}_l2_{l2:g}",
+                *(["--patience", str(args.patience)] if args.patience else []), *args.extra.split()])
             summaries.append(train(targs))
         pick = 0
         if len(l2s) > 1:

@@ -65,9 +65,13 @@ def _mosi_bench(tmp_path, *flags):
 
 @needs_mosi
 def test_mosi_benchmark_converts_trains_and_prints_its_figure(tmp_path):
-    last = _mosi_bench(tmp_path, "--epochs", "2", "--l2", "1e-5")[-1]
+    last = _mosi_bench(tmp_path, "--epochs", "2", "--l2", "1e-5", "--patience", "5")[-1]
     assert 0.5 < float(last.split()[3]) <= 1
     assert (tmp_path / "f" / "mosi" / "test_labels.csv").is_file()
+    import yaml
+
+    args = yaml.safe_load((tmp_path / "saved" / "mosi" / "seed0" / "auto_attention" / "run" / "args.yaml").read_text())
+    assert args["patience"] == 5  # the bench's --patience reaches train.py
 
 
 @needs_mosi
