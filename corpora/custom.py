@@ -13,7 +13,8 @@ code. The output, in ``out`` (default ``<FEATURE_ROOT>/<name>``):
   transcripts.csv    name,text[,dialogue,order]: every row's transcript (text teachers and text features read it)
   dataset.yaml       the registration config.py reads (every DATASETS key; the label set if it is new)
 
-Every check runs before anything is written: names unique and non-empty, labels in the label set, split values
+Every check runs before anything is written: names unique, non-empty and file names (common/names.py: no
+separator, ``..`` or absolute path), labels in the label set, split values
 known, a dialogue id with an order where orders are given. The files are written into a temporary folder and
 moved into place, so a failed import leaves nothing behind.
 """
@@ -25,6 +26,7 @@ import pandas as pd
 import yaml
 
 import config
+from common.names import check_names
 from dataloader.files import DataError, _preview, read_table
 
 REGISTRATION = "dataset.yaml"
@@ -41,6 +43,7 @@ def read_corpus(table, columns, labels):
     if missing:
         raise DataError(f"corpus table '{table}' has no column for {', '.join(missing)} (columns: {list(df.columns)})")
     out = pd.DataFrame({"name": df[columns["name"]].astype(str).str.strip()})
+    check_names(out["name"].tolist(), f"corpus table '{table}' (--name_col {columns['name']!r})", row_offset=2)
     dup = out["name"][out["name"].duplicated()].unique()
     if len(dup):
         raise DataError(f"corpus table '{table}' lists {len(dup)} names more than once: {_preview(dup)}")

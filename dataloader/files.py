@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import DataError  # noqa: F401  (raised here; re-exported for the readers' callers)
+from common.names import check_names
 
 
 def _preview(items, k=5):
@@ -59,6 +60,7 @@ def read_names_csv(path):
         raise DataError(f"'{path}' has no 'name' column (columns: {list(df.columns)}); "
                         "a name list is a CSV whose header includes 'name'")
     names = df["name"].astype(str).tolist()
+    check_names(names, f"name list '{path}'", row_offset=2)
     dup = pd.Series(names)[pd.Series(names).duplicated()].unique()
     if len(dup):
         raise DataError(f"'{path}' lists {len(dup)} names more than once: {_preview(dup)}")
@@ -90,6 +92,7 @@ def read_label_csv(path, emo_rule=None):
         if col not in df.columns:
             raise DataError(f"label table '{path}' has no '{col}' column (columns: {list(df.columns)}); "
                             "expected name,discrete[,valence]")
+    check_names(df["name"].tolist(), f"label table '{path}'", row_offset=2)
     empty = df["discrete"].isna() | (df["discrete"].astype(str).str.strip() == "")
     if empty.any():
         raise DataError(f"label table '{path}' has {int(empty.sum())} rows with an empty label: "
@@ -159,6 +162,7 @@ def read_split_json(path, emo_rule=None):
             if key not in info:
                 raise DataError(f"'{part}' in '{path}' has no '{key}' list")
         info.setdefault("vals", [0.0] * len(info["names"]))
+        check_names(info["names"], f"'{part}' names of split list '{path}'")
         if not (len(info["names"]) == len(info["emos"]) == len(info["vals"])):
             raise DataError(f"'{part}' in '{path}' has names, emos and vals of different lengths")
         info["emos"] = [str(e).strip().lower() for e in info["emos"]]
@@ -258,6 +262,7 @@ def read_subtitles(path, column=None):
                             f"(columns: {list(df.columns)}); name the text column with --subtitle_col")
     elif column not in df.columns:
         raise DataError(f"subtitle file '{path}' has no column '{column}' (columns: {list(df.columns)})")
+    check_names([str(n).strip() for n in df["name"]], f"subtitle file '{path}'", row_offset=2)
     subs = {}
     for name, text in zip(df["name"], df[column]):
         subs.setdefault(str(name).strip(), str(text).strip())

@@ -33,6 +33,7 @@ import yaml
 
 import config
 from common.errors import DataError
+from common.names import check_name
 from dataloader.files import missing_split
 from common.utils import add_threads_flag, parse_feat_list, versions  # noqa: F401  (versions: what ran a run, for args.yaml, best.pth)
 from engine.tracking import TRACKERS
@@ -167,6 +168,8 @@ class TrainConfig:
         for key, rule in MODEL_ARG_RULES.items():
             if self.model_args.get(key) is not None:
                 _check_value(f"--{key}", self.model_args[key], rule)
+        if self.run_name not in (None, ""):  # a folder under save_root: one name, never a path out of it
+            check_name(self.run_name, "--run_name")
         if self.feat_norm not in ("standard", "none"):
             raise DataError(f"--feat_norm {self.feat_norm!r}: use standard or none")
         if self.amp not in AMP_MODES:

@@ -20,6 +20,7 @@ import config
 from extraction.media import VIDEO_EXTS, MediaError, load_image_folder
 from extraction.sources import dataset_names
 from extraction.writer import save_npy
+from common.names import name_problem
 from dataloader.files import DataError, index_files, read_names_csv
 
 TMP_DIR = ".tmp"
@@ -179,12 +180,13 @@ class Runner:
         """One clip -> its report row (never raises for a clip's own failure)."""
         row = {"name": name, "status": "", "seconds": 0.0, "returncode": None, "frames": None, "reason": "",
                "log": ""}
+        problem = name_problem(name)  # the project's one rule (common/names.py), checked before any path is made
+        if problem:
+            row.update(status="missing", reason=f"'{name}' is not a file name (it {problem})")
+            return row
         final_csv = os.path.join(self.out, name + ".csv")
         if not self.overwrite and os.path.isfile(final_csv):
             row.update(status="skipped", reason="finished before (use --overwrite to run it again)")
-            return row
-        if os.path.basename(name) != name or name in ("", ".", ".."):
-            row.update(status="missing", reason=f"'{name}' is not a file name")
             return row
         if video is None:
             row.update(status="missing",

@@ -217,7 +217,7 @@ def extract_share(names, sources, encoder, out, level, save_dtype, batch_size, w
                 else:
                     fail(name, "nonfinite", "the encoder gave NaN or Inf for this clip", info)
                 continue
-            writer.save_npy(os.path.join(out, name + ".npy"), arr)
+            writer.save_npy(writer.feature_path(out, name), arr)
             rows.append(_report_row(name, "ok", "", sources.input_of(name), info, rank))
             counts["ok"] += 1
         bar.update(len(pending))
@@ -366,7 +366,7 @@ def close_folder(out, rows, names, encoder, world, seconds):
     rows = rows + [_report_row(n, "missing", "no file and no error record (did a process end early?)")
                    for n in names if n not in seen]
     for r in rows:
-        if r["status"] in ("ok", "exists") and not os.path.isfile(os.path.join(out, r["name"] + ".npy")):
+        if r["status"] in ("ok", "exists") and not os.path.isfile(writer.feature_path(out, r["name"])):
             r.update(status="missing", reason="reported written, but the file is gone")
     report = writer.write_report(out, rows)
     failed = int((~report.status.isin(["ok", "exists"])).sum())
@@ -389,6 +389,10 @@ def run(args, logger):
     try:
         check_args(args)
         names, lists = resolve_names(args)
+        ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
+        # text inputs need nothing of the model: their table (its names checked too) is read before the model loads
+        sources = Sources("text", **input_folders(args, ds), subtitle_col=args.subtitle_col) \
+            if args.modality == "text" else None
         device = resolve_device(args.device, shard.local_rank if shard.world > 1 else args.gpu)
         encoder = enc_mod.load_encoder(args.model, args.modality, device, dtype=args.dtype, layers=args.layers,
                                        token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
@@ -396,10 +400,10 @@ def run(args, logger):
                                        revision=args.revision, trust_remote_code=args.trust_remote_code,
                                        logger=logger if shard.main else None)
         rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" else None
-        ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
-        sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col, faces=args.faces,
-                          face_channels=args.face_channels, frame_rule=rule,
-                          sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
+        if sources is None:
+            sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col,
+                              faces=args.faces, face_channels=args.face_channels, frame_rule=rule,
+                              sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
         check_batching(encoder)
         out, feature = output_folder(args, encoder, sources)
         verdict = None
@@ -422,7 +426,7 @@ def run(args, logger):
                 f"settings {encoder.settings}")
     share = shard.take(names)
     t_check = time.time()
-    done = [n for n in share if writer.is_valid_feature(os.path.join(out, n + ".npy"), encoder.dim, args.level,
+    done = [n for n in share if writer.is_valid_feature(writer.feature_path(out, n), encoder.dim, args.level,
                                                          args.save_dtype)]
     done_set = set(done)
     todo = [n for n in share if n not in done_set]

@@ -26,6 +26,7 @@ import pandas as pd
 
 import config
 from common.errors import DataError
+from common.names import check_name, check_names
 from dataloader.files import npy_header
 
 MANIFEST = "extract_manifest.json"
@@ -34,6 +35,12 @@ REPORT_COLUMNS = ["name", "status", "reason", "input", "duration_s", "windows", 
                   "truncated_tokens", "rank"]
 FORMAT = "mer-semi-features/1"
 _TMP_GLOB = ".*.npy.*.tmp"
+
+
+def feature_path(folder, name):
+    """``<folder>/<name>.npy``, the one place a clip's name becomes a file name: a name that would leave the
+    folder (a separator, ``..``, an absolute path; common/names.py) is refused, the last guard behind the readers."""
+    return os.path.join(folder, check_name(name, "clip name") + ".npy")
 
 
 def save_npy(path, arr):
@@ -141,10 +148,11 @@ def write_features(out, feature, names, matrix, info=None):
         raise ValueError(f"feature '{feature}': {len(names)} names but a matrix of shape {matrix.shape}")
     if not np.isfinite(matrix).all():
         raise DataError(f"feature '{feature}' has NaN/Inf values; nothing written")
+    check_names([str(n) for n in names], f"feature '{feature}'")
     folder = os.path.join(out, feature)
     os.makedirs(folder, exist_ok=True)
     for name, row in zip(names, matrix):
-        save_npy(os.path.join(folder, f"{name}.npy"), row)
+        save_npy(feature_path(folder, str(name)), row)
     doc = {"feature": feature, "dim": int(matrix.shape[1]), "n_samples": len(names)}
     doc.update(info or {})
     with open(os.path.join(folder, "info.json"), "w") as f:
