@@ -97,6 +97,12 @@ class TrainConfig:
     quiet: bool = False
     plots: bool = True  # loss.png, metrics.png (and --test's confusion PNG)
     tracker: str = None  # None | tensorboard | mlflow: an experiment tracker also records the run (engine/tracking.py)
+    # a --config replay of a run: train on a split list, checkpoint or dialogue table changed since the run was made
+    # (else refused). Never written to args.yaml nor read from a YAML: each replay decides it on its command line
+    allow_changed_inputs: bool = False
+    # the file hashes a run's args.yaml recorded, for the inputs a --config replay still uses (None: not a replay);
+    # set by from_yaml / from_namespace, compared by resolved(); never written, never read from a YAML
+    recorded_inputs: dict = field(default=None, repr=False, compare=False)
 
     # --------------------------------------------------------------------------------------- building
     def replace(self, **changes):
@@ -132,7 +138,9 @@ class TrainConfig:
                 raise DataError(f"--config '{path}' is not valid YAML: {e}") from None
         if not isinstance(doc, dict):
             raise DataError(f"--config '{path}' must hold a mapping of settings, not {type(doc).__name__}")
-        return cls.from_dict(doc, base, source=f"--config '{path}'")
+        cfg = cls.from_dict(doc, base, source=f"--config '{path}'")
+        recorded = recorded_inputs(doc, path, cfg)
+        return cfg.replace(recorded_inputs=recorded) if recorded else cfg
 
     @classmethod
     def from_argv(cls, argv, base=None):
@@ -158,6 +166,7 @@ class TrainConfig:
         out = dataclasses.replace(self, emo_rule=emo_rule, feat=parse_feat_list(self.feat), tracker=tracker,
                                   model_args={**load_model_config(self.model), **self.model_args})
         out.validate()
+        out.check_recorded_inputs()
         return out
 
     def validate(self):
@@ -189,6 +198,50 @@ class TrainConfig:
             if not isinstance(getattr(self, key), bool):
                 raise DataError(f"{key}: {getattr(self, key)!r} is not true or false (in a --config YAML write "
                                 f"{key}: true)")
+
+    def changed_inputs(self):
+        """The inputs of a ``--config`` replay whose content differs from the hash its run recorded, as
+        ``(setting, path, sha1 there, sha1 now)``; only the files the replay still uses, at the path the run read
+        them from (a flag given on the command line is a new choice, not compared). A missing file is left to the
+        usual error. Read once per config."""
+        rec = self.recorded_inputs or {}
+        key = json.dumps([rec, self.split_path(), self.model_pretrain, list(self.dialogue_csv)], default=str)
+        cached = self.__dict__.get("_changed_inputs")
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
+        uses = {"split": [self.split_path()], "model_pretrain": [self.model_pretrain],
+                "dialogue_csv": list(self.dialogue_csv)}
+        files = [(RECORDED_INPUTS[k][1], p, there) for k in RECORDED_INPUTS for p, there in rec.get(k) or []
+                 if p in uses[k]]
+        out = []
+        for what, path, there in files:
+            if os.path.isfile(path):
+                now = file_sha1(path, what)
+                if now != there:
+                    out.append((what, path, there, now))
+        self.__dict__["_changed_inputs"] = (key, out)
+        return list(out)
+
+    def check_recorded_inputs(self):
+        """Refuse a ``--config`` replay whose split list, initial checkpoint or dialogue table changed since its
+        run was made (a replay would train on other data under the old run's settings), unless
+        ``allow_changed_inputs``; then :func:`engine.trainer.train` logs one warning naming them."""
+        changed = self.changed_inputs()
+        if changed and not self.allow_changed_inputs:
+            what, path, there, now = changed[0]
+            more = f" (and {', '.join(f'{w} {p!r}' for w, p, _, _ in changed[1:])})" if changed[1:] else ""
+            source = (self.recorded_inputs or {}).get("source")
+            run = f"the run of '{source}'" if source else "the run"
+            raise DataError(f"{what} '{path}'{more} changed since {run} was made (sha1 {there[:12]} there, "
+                            f"{now[:12]} now); restore it, or give --allow_changed_inputs to train on it as it is now")
+
+    def changed_inputs_line(self):
+        """The warning line of a replay allowed to train on changed inputs, or None."""
+        changed = self.changed_inputs()
+        if not changed:
+            return None
+        return ("--allow_changed_inputs: training on inputs changed since the replayed run was made: "
+                + "; ".join(f"{w} '{p}' (sha1 {a[:12]} there, {b[:12]} now)" for w, p, a, b in changed))
 
     # --------------------------------------------------------------------------------------- identity
     def identity(self):
@@ -238,6 +291,8 @@ class TrainConfig:
         """The config as plain data, for ``args.yaml`` and checkpoints (the split list by its path)."""
         out = dataclasses.asdict(self)
         out["split"] = self.split_path()
+        for key in NOT_WRITTEN:
+            out.pop(key, None)
         return out
 
 
@@ -277,7 +332,30 @@ def emo_rule_of(dataset, given=None):
     return emo_rule
 
 
-BOOKKEEPING = ("config_hash", "identity", "versions", "list_models", "config", "save_model")
+# settings of one invocation only: never in args.yaml or a checkpoint, skipped when a YAML is read
+NOT_WRITTEN = ("allow_changed_inputs", "recorded_inputs")
+BOOKKEEPING = ("config_hash", "identity", "versions", "list_models", "config", "save_model") + NOT_WRITTEN
+# the inputs an args.yaml's identity records by content: setting (and its flag) -> (identity key, name in messages)
+RECORDED_INPUTS = {"split": ("split_sha1", "split list"), "model_pretrain": ("model_pretrain_sha1", "--model_pretrain"),
+                   "dialogue_csv": ("dialogue_csv_sha1", "--dialogue_csv")}
+
+
+def recorded_inputs(doc, path, cfg):
+    """The files a run's ``args.yaml`` (``doc``, read from ``path`` into ``cfg``) recorded by content in its
+    identity, as ``{setting: [[file, sha1], ...], "source": path}``, or None (not a run's args.yaml)."""
+    ident = doc.get("identity")
+    if not isinstance(ident, dict):
+        return None
+    paths = {"split": [cfg.split_path()], "model_pretrain": [cfg.model_pretrain], "dialogue_csv": list(cfg.dialogue_csv)}
+    out = {}
+    for key, (ident_key, _) in RECORDED_INPUTS.items():
+        hashes = ident.get(ident_key)
+        hashes = hashes if isinstance(hashes, list) else [hashes]
+        pairs = [[p, h] for p, h in zip(paths[key], hashes) if p and isinstance(h, str)] \
+            if len(hashes) == len(paths[key]) else []
+        if pairs:
+            out[key] = pairs
+    return {**out, "source": str(path)} if out else None
 
 
 def _hash(doc):
@@ -441,6 +519,10 @@ def build_parser():
              "final ones): tensorboard (event files in <run>/tb/; pip install tensorboard) or mlflow (the server "
              "of MLFLOW_TRACKING_URI if set, else a local file store file:<save_root>/mlruns; pip install "
              "mlflow-skinny). Default: none. The run folder's files are the same either way")
+    add("--allow_changed_inputs", action="store_true", default=None,
+        help="with --config <run>/args.yaml: train even though the split list, --model_pretrain or a --dialogue_csv "
+             "changed since that run was made (refused otherwise), with a warning naming them; never written to "
+             "the new run's args.yaml")
     add("--list_models", action="store_true", help="print the registered models and exit")
     g = p.add_argument_group("model hyperparameters (default: models/model-tune.yaml)")
     g.add_argument("--hidden_dim", type=int)
@@ -485,8 +567,11 @@ def from_namespace(args, base=None):
     cfg = base or TrainConfig()
     if getattr(args, "config", None):
         cfg = TrainConfig.from_yaml(args.config, cfg)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"recorded_inputs"}
     given = {k: v for k, v in vars(args).items() if v is not None and k in names and k != "model_args"}
+    if cfg.recorded_inputs:  # an input a flag chooses anew is the user's choice, not compared with the run's
+        kept = {k: v for k, v in cfg.recorded_inputs.items() if k not in given}
+        cfg = cfg.replace(recorded_inputs=kept)
     model_args = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
     model_args.update(parse_model_args(getattr(args, "model_args", None)))
     return cfg.replace(**given, model_args=model_args)

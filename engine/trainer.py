@@ -202,6 +202,9 @@ def _train_locked(cfg, class_names, device, run_dir):
     tracker = make_tracker(cfg.tracker)  # a missing package stops here
     early = _Held()  # what is logged before the run folder may be touched, for its train.log
     log.addHandler(early)
+    changed = cfg.changed_inputs_line()  # a replay allowed to train on inputs changed since its run
+    if changed:
+        log.warning(changed)
     data = load_data(cfg, class_names, device, log)
     model, optimizer, precision = build_model(cfg, data, device, log)
     history, best, start_epoch = resume_state(run_dir, model, optimizer, device, log, precision) \
