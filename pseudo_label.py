@@ -92,6 +92,13 @@ def main(argv=None):
         if probs is not None and args.strategy != "consensus":
             probs = probs[0] if len(probs) == 1 else sum(probs) / len(probs)
         t_lab, t_conf, _ = teacher_matrix(args.teachers, pool, emo_rule, log) if args.teachers else (None, None, None)
+        if args.strategy in ("teacher", "consensus", "acl") and pool:
+            for path, row in zip(args.teachers, t_lab):
+                if not (row >= 0).any():
+                    raise DataError(f"teacher file {path} has no usable answer for any of the {len(pool)} samples "
+                                    f"of the pool {pool_csv} (0% coverage): the teacher's names do not match the "
+                                    f"pool's names; label the pool with that teacher, or give the right --teachers "
+                                    f"or --unlabeled")
         kw = strategy_kwargs(args)
         sel = pseudo.select(args.strategy, probs, t_lab, t_conf, **kw)
         frame = pseudo.selection_frame(sel, pool, class_names, args.weight, args.weight_by_confidence)

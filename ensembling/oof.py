@@ -75,13 +75,27 @@ def check_distinct(groups, items, flag):
     seen = {}
     for i, (item, group) in enumerate(zip(items, groups), 1):
         for path in group:
-            key = os.path.realpath(path)
+            key = _file_key(path)
             if key in seen:
-                j, first = seen[key]
+                j, first, first_path = seen[key]
+                if first_path != path:  # a symbolic or hard link, or another spelling of the same path
+                    raise DataError(f"{flag} gives one file twice under two paths, '{first_path}' (item {j}) and "
+                                    f"'{path}' (item {i}): it would count twice in "
+                                    f"the vote; give each member file once")
                 how = (f"twice (items {j} and {i})" if first == item
                        else f"twice, by item {j} '{first}' and item {i} '{item}'")
                 raise DataError(f"{flag} gives '{path}' {how}: give each member file once")
-            seen[key] = (i, item)
+            seen[key] = (i, item, path)
+
+
+def _file_key(path):
+    """The file's identity (device, inode), so that a symbolic or hard link to a member is the same member;
+    the resolved path where the file cannot be read."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.realpath(path))
 
 
 def _align(entries, flag):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import config
-from dataloader.files import DataError, _preview, check_labels
+from dataloader.files import DataError, _preview, check_labels, read_csv_names
 
 MODES = ("majority", "soft", "weighted")
 PROB_PREFIX = "prob_"
@@ -92,6 +92,9 @@ def member_ids(paths):
     return out
 
 
+SUM_TOL = 1e-3  # a member row's probabilities must sum to 1 within this (test.py writes 6 decimals)
+
+
 def _read_one(path, class_names):
     """``(names, probs (N, C) in class_names order, labels list or None)`` of one prediction CSV."""
     classes = prob_classes(path)
@@ -103,7 +106,7 @@ def _read_one(path, class_names):
             f"{list(class_names)}" + (f"; missing: {missing}" if missing else "") + (f"; extra: {extra}" if extra
                                                                                       else "")
             + ". Every member must predict the same label set (check --emo_rule and the files).")
-    df = pd.read_csv(path, dtype={"name": str})
+    df = read_csv_names(path)
     if "name" not in df.columns:
         raise DataError(f"prediction file '{path}' has no 'name' column (columns: {list(df.columns)})")
     names = df["name"].astype(str).tolist()
@@ -123,6 +126,12 @@ def _read_one(path, class_names):
         zero = np.array(names)[total[:, 0] <= 0]
         raise DataError(f"prediction file '{path}': {len(zero)} rows have probabilities summing to 0: "
                         f"{_preview(zero)}")
+    off = np.abs(total[:, 0] - 1.0) > SUM_TOL
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise DataError(f"prediction file '{path}': the probabilities of row '{names[i]}' sum to {total[i, 0]:.6g}, "
+                        f"not 1 (tolerance {SUM_TOL:g}; {int(off.sum())} rows off): not a probability "
+                        f"distribution (logits or scores?); give test.py's prediction CSVs")
     labels = None
     if "label" in df.columns:
         empty = df["label"].isna()

@@ -96,7 +96,7 @@ def _pred_csv(path, names, probs, classes=C3, labels=None):
 
 def test_read_members_aligns_names_and_classes_and_renormalises(tmp_path):
     names = ["a", "b", "c"]
-    p0 = _pred_csv(tmp_path / "seed0" / "run" / "test_pred.csv", names, [[2, 1, 1], [0, 1, 0], [1, 1, 2]],
+    p0 = _pred_csv(tmp_path / "seed0" / "run" / "test_pred.csv", names, [[.5, .25, .25], [0, 1, 0], [.25, .25, .5]],
                    labels=["neutral", "angry", "happy"])
     # same members, rows shuffled and columns in another order
     p1 = _pred_csv(tmp_path / "seed1" / "run" / "test_pred.csv", ["c", "a", "b"], [[.2, .7, .1], [.1, .1, .8],
@@ -408,3 +408,41 @@ def test_a_member_file_given_twice_is_refused(tmp_path, capsys):
     assert not os.path.exists(out)
     # the same run under --preds and --valid_preds is normal
     assert cli.main(["--preds", str(run), "--valid_preds", str(run), "--out", out]) == 0
+
+
+def test_issue23_member_probabilities_that_do_not_sum_to_1_are_refused(tmp_path, capsys):
+    import ensemble as cli
+    names = ["a", "b", "c"]
+    good = _pred_csv(tmp_path / "good.csv", names, np.eye(3) * 0.7 + 0.1)
+    bad = _pred_csv(tmp_path / "bad.csv", names, [[0.8, 0.1, 0.1], [2.0, 1.0, 0.5], [0.2, 0.3, 0.5]])
+    with pytest.raises(DataError, match=r"bad\.csv.*row 'b' sum to 3.5"):
+        read_members([good, bad])
+    within = _pred_csv(tmp_path / "within.csv", names, [[0.8, 0.1, 0.1004], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    assert read_members([good, within]).probs.shape == (2, 3, 3)  # rounding within 1e-3 is fine
+    out = str(tmp_path / "sub.csv")
+    six = np.eye(6)[:3] * 0.5 + 1 / 12
+    good6 = _pred_csv(tmp_path / "good6.csv", names, six, MER)
+    bad6 = _pred_csv(tmp_path / "bad6.csv", names, six * [[1], [1.1], [1]], MER)
+    assert cli.main(["--preds", good6, bad6, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'b'" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out)
+
+
+def test_issue23_the_same_member_file_under_two_paths_is_refused(tmp_path, capsys):
+    import ensemble as cli
+    names = ["a", "b", "c"]
+    probs = np.eye(6)[:3] * 0.5 + 1 / 12
+    a = _pred_csv(tmp_path / "a.csv", names, probs, MER)
+    b = _pred_csv(tmp_path / "b.csv", names, probs[::-1], MER)
+    sym, hard = str(tmp_path / "sym.csv"), str(tmp_path / "hard.csv")
+    os.symlink(a, sym)
+    os.link(a, hard)
+    out = str(tmp_path / "sub.csv")
+    for link in (sym, hard):
+        assert cli.main(["--preds", a, b, link, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --preds gives one file twice under two paths")
+        assert f"'{a}'" in err and f"'{link}'" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out)
+    assert cli.main(["--preds", a, b, "--out", out]) == 0

@@ -32,7 +32,7 @@ def test_valid_groups_concatenate_out_of_fold_and_test_groups_average(tmp_path):
     v = tmp_path / "valid"
     # member a: fold 0 holds n0 n1, fold 1 holds n2 n3 n4
     a = [_pred_csv(v / "a-fold0.csv", ["n0", "n1"], [[.8, .1, .1], [.1, .8, .1]], labels=["neutral", "angry"]),
-         _pred_csv(v / "a-fold1.csv", ["n2", "n3", "n4"], [[.1, .1, .8], [.5, .5, 0], [2, 1, 1]],
+         _pred_csv(v / "a-fold1.csv", ["n2", "n3", "n4"], [[.1, .1, .8], [.5, .5, 0], [.5, .25, .25]],
                    labels=["happy", "angry", "neutral"])]
     # member b: the same folds, its files in the other order, rows shuffled, prob columns in another order
     b = [_pred_csv(v / "b-fold1.csv", ["n4", "n2", "n3"], [[.2, .7, .1], [.3, .3, .4], [.6, .2, .2]],

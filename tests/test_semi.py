@@ -223,3 +223,38 @@ def test_semi_draws_the_labelled_few_on_any_data_set(lowres, capsys):
     res = json.load(open(os.path.join(out, "result.json")))
     assert res["n_pseudo"] > 0 and res["precision"] is not None  # measured against the held-back labels
     assert "pseudo labels (precision" in capsys.readouterr().out
+
+
+def test_issue23_low_resource_headline_is_chosen_by_validation_f1(lowres):
+    import bench_low_resource as lr
+
+    rows = [{"n": 15, "seed": s, "strategy": st, "valid_f1": v, "test_f1": t}
+            for s in (0, 1)
+            for st, v, t in [("none", 0.50, 0.40), ("teacher", 0.70, 0.45), ("acl", 0.60, 0.55)]]
+    rows.append({"n": 30, "seed": 0, "strategy": "acl", "valid_f1": 0.99, "test_f1": 0.99})  # another N
+    best, gain, test = lr.best_gain(rows, 15)
+    # acl has the best test F1, but teacher the best validation F1: the headline is teacher's test figure
+    assert best == "teacher" and test == pytest.approx(0.45) and gain == pytest.approx(5.0)
+    best, gain, _ = lr.best_gain([r for r in rows if r["strategy"] == "none"], 15)
+    assert best is None and gain != gain  # nothing to compare: nan
+
+
+def test_issue23_pseudo_label_refuses_a_teacher_that_covers_none_of_the_pool(lowres, capsys):
+    from conftest import load_script
+    pl = load_script("pseudo_label.py")
+    split, pool, _, _, _ = _setup(lowres)
+    pool_csv = lowres.tmp / "pool.csv"
+    pd.DataFrame({"name": pool}).to_csv(pool_csv, index=False)
+    rows = [{"name": f"elsewhere_{i}", "label": CLASSES[i % 3], "scores": {c: float(c == CLASSES[i % 3])
+                                                                             for c in CLASSES},
+             "confidence": 5, "description": "", "teacher": "t"} for i in range(10)]
+    teacher = lowres.tmp / "other_teacher.jsonl"
+    teacher.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(lowres.tmp / "pl" / "pseudo.json")
+    assert pl.main(["--dataset", "tiny", "--split", split, "--unlabeled", str(pool_csv), "--strategy", "teacher",
+                    "--teachers", str(teacher), "--out", out, "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "0% coverage" in lines[0]
+    assert str(teacher) in err and str(pool_csv) in err and "do not match" in err
+    assert not os.path.exists(out) and not os.path.exists(os.path.dirname(out))
