@@ -38,7 +38,7 @@ def read_corpus(table, columns, labels):
     """The user's table with the project's column names (name, discrete, text, dialogue, order, split, valence),
     checked. ``columns``: project column -> the table's column (name and label required). ``labels``: the
     label set, in class order."""
-    df = read_table(table, "corpus table")
+    df = read_table(table, "corpus table", names=[columns.get(k) for k in ("name", "dialogue", "text")])
     missing = [f"--{key}_col {col!r}" for key, col in columns.items() if col and col not in df.columns]
     if missing:
         raise DataError(f"corpus table '{table}' has no column for {', '.join(missing)} (columns: {list(df.columns)})")

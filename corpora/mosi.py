@@ -10,6 +10,7 @@ import pandas as pd
 
 import config
 from common.errors import DataError
+from dataloader.files import read_csv_names
 
 MODALITIES = {"text": 100, "audio": 73, "video": 100}
 LABELS = config.EMO_RULE["MOSI"]
@@ -90,8 +91,8 @@ def write_text_features(out, which, tfidf_dim=128, minilm_spec="package:gt-all-m
     unknown = [w for w in which if w not in TEXT_FEATURES]
     if unknown:
         raise DataError(f"unknown --text_features {unknown}: use {', '.join(TEXT_FEATURES)}")
-    table = pd.read_csv(os.path.join(out, "transcripts.csv"), dtype={"name": str, "text": str}).fillna("")
-    train = set(pd.read_csv(os.path.join(out, "train_labels.csv"))["name"].astype(str))
+    table = read_csv_names(os.path.join(out, "transcripts.csv"), ("name", "text")).fillna("")
+    train = set(read_csv_names(os.path.join(out, "train_labels.csv"))["name"])
     fit = table.loc[table["name"].isin(train), "text"].str.lower().tolist()
     for key in which:
         t0 = time.time()

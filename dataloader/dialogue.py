@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from dataloader.files import DataError, _preview
+from dataloader.files import DataError, _preview, read_csv_names
 
 ORDER_COL = "order"
 
@@ -45,7 +45,7 @@ class DialogueIndex:
             if not os.path.isfile(path):
                 raise DataError(f"dialogue table '{path}' does not exist (give a CSV with name,{group_col}"
                                 f"[,{order_col}] columns)")
-            df = pd.read_csv(path, dtype={"name": str, group_col: str})
+            df = read_csv_names(path, ("name", group_col))
             if "name" not in df.columns or group_col not in df.columns:
                 continue
             orders = df[order_col] if order_col in df.columns else None

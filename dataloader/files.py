@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 
 from common.errors import DataError  # noqa: F401  (raised here; re-exported for the readers' callers)
 from common.names import check_names
@@ -23,16 +24,33 @@ def _preview(items, k=5):
     return f"{shown}{more}"
 
 
-def read_table(path, what, fix=None, strings=False, lower=False):
+NA_STRINGS = sorted(STR_NA_VALUES)  # the cells pandas reads as missing in a number column ('', NA, nan, None, ...)
+
+
+def read_csv_names(path, names=("name",), **kw):
+    """``pd.read_csv`` with the columns ``names`` (matched on the stripped header; "name" and id-like columns)
+    read as written: strings, nothing taken for missing, so ``001``, ``1e3``, ``NA``, ``nan`` and ``None`` stay as
+    they are and an empty cell is ''. Every other column is parsed as pandas does (numbers, empty cells NaN)."""
+    names = {str(n).strip() for n in names if n}
+    header = pd.read_csv(path, nrows=0, **{k: v for k, v in kw.items() if k == "encoding"}).columns
+    keep = [c for c in header if str(c).strip() in names]
+    na = {c: NA_STRINGS for c in header if c not in keep}
+    return pd.read_csv(path, dtype={c: str for c in keep}, keep_default_na=False, na_values=na, **kw)
+
+
+def read_table(path, what, fix=None, strings=False, lower=False, names=("name",)):
     """A CSV as a DataFrame (UTF-8, a BOM allowed); a missing, empty, header-only, undecodable or malformed file is
     refused with its name and ``fix`` (a default one where none is given), and so are rows without a name.
-    ``strings``: every cell a string, empty cells empty strings; ``lower``: column names lower-cased."""
+    ``strings``: every cell a string, empty cells empty strings; else the columns ``names`` (always "name") are
+    strings as written (see :func:`read_csv_names`); ``lower``: column names lower-cased."""
     tail = f": {fix}" if fix else ""
     if not os.path.isfile(path):
         raise DataError(f"{what} '{path}' does not exist{tail}")
-    kw = {"dtype": str, "keep_default_na": False} if strings else {"dtype": {"name": str}}
     try:
-        df = pd.read_csv(path, encoding="utf-8-sig", **kw)
+        if strings:
+            df = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        else:
+            df = read_csv_names(path, ("name", *names), encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataError(f"{what} '{path}' is empty{tail or ': it needs a header row and one row per sample'}") from None
     except UnicodeDecodeError as e:
