@@ -202,25 +202,17 @@ class TrainConfig:
     def changed_inputs(self):
         """The inputs of a ``--config`` replay whose content differs from the hash its run recorded, as
         ``(setting, path, sha1 there, sha1 now)``; only the files the replay still uses, at the path the run read
-        them from (a flag given on the command line is a new choice, not compared). A missing file is left to the
-        usual error. Read once per config."""
+        them from (a flag given on the command line is a new choice, not compared). The hashes now are those of
+        :meth:`identity` (call on a resolved config), so each file is read once per config."""
         rec = self.recorded_inputs or {}
-        key = json.dumps([rec, self.split_path(), self.model_pretrain, list(self.dialogue_csv)], default=str)
-        cached = self.__dict__.get("_changed_inputs")
-        if cached is not None and cached[0] == key:
-            return list(cached[1])
-        uses = {"split": [self.split_path()], "model_pretrain": [self.model_pretrain],
-                "dialogue_csv": list(self.dialogue_csv)}
-        files = [(RECORDED_INPUTS[k][1], p, there) for k in RECORDED_INPUTS for p, there in rec.get(k) or []
-                 if p in uses[k]]
-        out = []
-        for what, path, there in files:
-            if os.path.isfile(path):
-                now = file_sha1(path, what)
-                if now != there:
-                    out.append((what, path, there, now))
-        self.__dict__["_changed_inputs"] = (key, out)
-        return list(out)
+        if not any(rec.get(k) for k in RECORDED_INPUTS):
+            return []
+        ident = self.identity()
+        now = {"split": {self.split_path(): ident["split_sha1"]},
+               "model_pretrain": {self.model_pretrain: ident["model_pretrain_sha1"]},
+               "dialogue_csv": dict(zip(self.dialogue_csv, ident["dialogue_csv_sha1"]))}
+        return [(what, path, there, now[key][path]) for key, (_, what) in RECORDED_INPUTS.items()
+                for path, there in rec.get(key) or [] if path in now[key] and now[key][path] != there]
 
     def check_recorded_inputs(self):
         """Refuse a ``--config`` replay whose split list, initial checkpoint or dialogue table changed since its
