@@ -84,18 +84,17 @@ fi
 
 t_stage1=$(now)
 echo "== multimodal: auto_attention over all 8 features ($MM_EPOCHS epochs, patience $PATIENCE; log: $SAVE_ROOT/multimodal.log)"
-for seed in $SEEDS; do
-  "$PY" train.py --dataset demo --seed "$seed" --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 \
+stage1() {  # the multimodal run of seed $1, its log appended to $SAVE_ROOT/multimodal.log
+  "$PY" train.py --dataset demo --seed "$1" --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 \
     --batch_size 64 --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" \
     --run_name stage1 --test --quiet "${S1_ARGS[@]}" 2>>"$SAVE_ROOT/multimodal.log"
-done
+}
+for seed in $SEEDS; do stage1 "$seed"; done
 TEACHER=features/demo/teachers/demo-vlm.jsonl
 STAGE1="$SAVE_ROOT/unimodal/multimodal-all/demo/seed0/auto_attention/stage1"
 if [ ! -f "$STAGE1/best.pth" ]; then
   echo "== stage 1 (seed 0) for the semi-supervised steps"
-  "$PY" train.py --dataset demo --seed 0 --feat "[${FEAT_LIST%,}]" --model auto_attention --lr 1e-3 --batch_size 64 \
-    --epochs "$MM_EPOCHS" --device "$DEVICE" --save_root "$SAVE_ROOT/unimodal/multimodal-all" --run_name stage1 --test --quiet \
-    "${S1_ARGS[@]}" 2>>"$SAVE_ROOT/multimodal.log"
+  stage1 0
 fi
 
 t_pseudo=$(now)
