@@ -44,6 +44,7 @@ EMO_RULE = {
     # RAVDESS eight speech emotions
     "RAVDESS": ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"],
 }
+BUILTIN_EMO_RULES = frozenset(EMO_RULE)  # the label sets above; a dataset.yaml's `labels` registers others
 
 
 def _feat(*parts):

@@ -28,6 +28,10 @@ a run's validation list already chose its best epoch; weights and offsets fitted
 an in-sample, optimistic F1. With OOF members the final weights and offsets are fitted on all OOF rows, and
 their effect is cross-fitted: each fold is decided by weights and offsets fitted on the other folds, and the
 pooled held-out weighted F1 is reported beside the in-sample one (soft voting, the chosen voting, each rule).
+The report also says how the fold models chose their epochs (an ``epoch selection:`` line, from the
+``chose_epoch`` column of the fold files): on an inner split (``select_info`` of the fold lists, the default of
+``build_splits.py --kfold``), so the out-of-fold figures are held out, or on the out-of-fold rows themselves,
+which makes them optimistic.
 
 Voting (ensembling/voting.py): ``majority`` (votes; ties by mean probability), ``soft`` (mean probability),
 ``weighted`` (weighted mean; weights from ``--weights`` or fitted on validation). Rules (ensembling/rerank.py,
@@ -55,8 +59,8 @@ import pandas as pd
 
 import config
 from ensembling.voting import MODES, match_emo_rule, prob_classes, weighted_f1
-from ensembling.oof import (check_distinct, cross_fit, expand, fit_and_apply, heldout_table, read_test_groups,
-                            read_valid_groups)
+from ensembling.oof import (check_distinct, cross_fit, epoch_selection, expand, fit_and_apply, heldout_table,
+                            read_test_groups, read_valid_groups)
 from dataloader.files import DataError, read_label_csv, read_names_csv
 from common.metrics import emotion_metrics
 from ensembling.rerank import load_rules, teacher_answers
@@ -292,6 +296,9 @@ def main(argv=None):
             k = len(set(valid.folds.tolist()))
             print(f"valid_f1: on the out-of-fold predictions of {k} folds ({len(valid.names)} names); heldout_f1: "
                   f"weights and offsets fitted on {k - 1} folds decide the fold left out, pooled over all {k}")
+            selection = epoch_selection(valid_groups).line()
+            print(selection)
+            log.info(selection)
         elif valid is not None and fitted_any:
             print(f"valid_f1 '{IN_SAMPLE}': measured on the predictions the weights/offsets were fitted on "
                   "(optimistic); " + HONEST_HINT)

@@ -16,11 +16,13 @@ import sys
 
 from engine.config import build_parser, from_namespace
 from common.errors import DataError
+from engine.grid import end_with_driver
 from engine.trainer import train
 from common.utils import error_line
 
 
 def main(argv=None):
+    end_with_driver()  # a run of a grid (engine/grid.py) ends with the process that started it
     p = build_parser()
     p.description = __doc__
     args = p.parse_args(argv)

@@ -144,7 +144,7 @@ def bench_modality(modality, work, names, subs, size, device, dtype, workers, lo
     # MERTools has no dtype option for these families)
     model = enc.model if enc.dtype == torch.float32 else copy.deepcopy(enc.model).float()
     pre = {"audio": T.AutoFeatureExtractor, "visual": T.AutoImageProcessor, "text": T.AutoTokenizer}[modality] \
-        .from_pretrained(folder)
+        .from_pretrained(folder, **(encoders.pillow_processor_kw() if modality == "visual" else {}))
     theirs_dir, ours_dir = os.path.join(work, f"theirs-{modality}"), os.path.join(work, f"ours-{modality}")
     os.makedirs(theirs_dir)
     os.makedirs(ours_dir)

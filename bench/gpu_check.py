@@ -11,6 +11,9 @@ The steps, in this order (each with its own timeout; every step runs whatever be
   extract          bench/extract_throughput.py --device cuda --size base (MERTools' extraction design against ours)
   torchrun_extract a 1-GPU torchrun of preprocess/extract_features.py over a synthetic clip demo with its tiny
                    saved HuBERT (nothing is downloaded): one feature file per clip, of the registered width
+  torchrun_ranks   bench/rank_devices.py under a 2-process torchrun (1 process on a machine with one GPU, said in
+                   the note): each rank's device, current CUDA device, CUDA contexts, model and copied batches must
+                   be GPU LOCAL_RANK's, and an explicit --device cuda:0 refused
   grid             python -m engine.grid: 4 train.py runs at once on GPU 0 (--jobs 4 --gpus 0), a small demo data set
   compile          one train.py --compile run; its train.log must say "compiled" (no fallback to eager). Its
                    training list is not a multiple of the batch size, as real data: the last batch is smaller
@@ -227,6 +230,7 @@ class Context:
     def __init__(self, out_dir, device, python):
         self.out, self.device, self.py = out_dir, device, python
         self.cuda = device == "cuda"
+        self.gpus = None  # how many torch sees (the machine facts), for the torchrun_ranks step
         self.work = os.path.join(out_dir, "work")
         self.features = os.path.join(self.work, "features")
         self.train_lst = os.path.join(self.work, "train_lst")
@@ -337,6 +341,60 @@ def check_torchrun_extract(ctx, rc, text):
     return figs, None
 
 
+RANK_LINE = re.compile(r"rank (\d+) local_rank (\d+) of (\d+): device (\S+); current_device (\S+); contexts (\S+); "
+                       r"model (\S+); extraction batch (\S+) (\S+); training batch (\S+) (\S+); explicit index (\S+)")
+
+
+def parse_rank_devices(text):
+    """bench/rank_devices.py's line of each rank: ``{rank: {local_rank, world, device, current_device, contexts,
+    model, extraction_batch, extraction_dtype, training_batch, training_dtype, explicit_index}}``."""
+    keys = ("local_rank", "world", "device", "current_device", "contexts", "model", "extraction_batch",
+            "extraction_dtype", "training_batch", "training_dtype", "explicit_index")
+    ranks = {}
+    for m in RANK_LINE.finditer(text):
+        rec = dict(zip(keys, m.groups()[1:]))
+        rec["local_rank"], rec["world"] = int(rec["local_rank"]), int(rec["world"])
+        ranks[int(m.group(1))] = rec
+    return ranks
+
+
+def rank_processes(ctx):
+    """Processes of the torchrun_ranks step: 2, or on CUDA as many GPUs as there are when that is fewer."""
+    return 2 if not ctx.cuda else max(1, min(2, ctx.gpus or 1))
+
+
+def check_torchrun_ranks(ctx, rc, text):
+    """Each rank works on GPU LOCAL_RANK (the CPU with --device cpu), holds a context there only, and refuses an
+    explicit index; every rank reported."""
+    ranks = parse_rank_devices(text)
+    n = rank_processes(ctx)
+    figs = {"processes": n, "ranks": ranks}
+    if rc != 0:
+        return figs, failed_note(rc, text)
+    if sorted(ranks) != list(range(n)):
+        return figs, (FAILED, f"ranks {sorted(ranks)} reported, not 0 to {n - 1}")
+    for rank, r in sorted(ranks.items()):
+        want = f"cuda:{r['local_rank']}" if ctx.cuda else "cpu"
+        wrong = [k for k in ("device", "model", "extraction_batch", "training_batch") if r[k] != want]
+        if ctx.cuda and r["current_device"] != str(r["local_rank"]):
+            wrong.append("current_device")
+        if ctx.cuda and r["contexts"] not in (str(r["local_rank"]), "unknown"):
+            wrong.append("contexts")
+        model_dtypes = ("bfloat16", "float16") if ctx.cuda else ("float32",)
+        if r["extraction_dtype"] not in model_dtypes:
+            wrong.append("extraction_dtype")
+        if r["training_dtype"] != "float32":
+            wrong.append("training_dtype")
+        if wrong:
+            found = ", ".join(f"{k} {r[k]}" for k in wrong)
+            return figs, (FAILED, f"rank {rank} (LOCAL_RANK {r['local_rank']}): {found}; expected {want}")
+        if r["explicit_index"] != "refused":
+            return figs, (FAILED, f"rank {rank}: --device cuda:0 under torchrun was {r['explicit_index']}, not refused")
+    if ctx.cuda and n < 2:
+        return figs, (OK, f"{ctx.gpus or 'no'} GPU: 1 process; the 2-rank check was skipped (it needs 2 GPUs)")
+    return figs, None
+
+
 def _summaries(root):
     out = {}
     for path in sorted(glob.glob(os.path.join(root, "**", "summary.json"), recursive=True)):
@@ -395,7 +453,7 @@ def check_compile(ctx, rc, text):
 
 
 def build_steps(ctx):
-    """The seven steps of the check, sized for ctx.device."""
+    """The eight steps of the check, sized for ctx.device."""
     py, cuda, dev = ctx.py, ctx.cuda, ctx.device
     steps = []
 
@@ -427,6 +485,12 @@ def build_steps(ctx):
           "--dataset", "clipdemo", "--modality", "audio", "--model", os.path.join(demo, "models", CLIP_MODEL),
           "--out", os.path.join(demo, "tiny-hubert-UTT"), "--device", dev, "--quiet"]],
         120 if cuda else 90, check_torchrun_extract))
+
+    steps.append(Step(
+        "torchrun_ranks", "the device of each torchrun rank (bench/rank_devices.py)",
+        lambda: [[py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(rank_processes(ctx)),
+                  "bench/rank_devices.py", "--device", dev]],
+        60, check_torchrun_ranks))
 
     # a small demo data set (600 labelled: 480 train + 120 valid per split, not a multiple of the batch of 64)
     make_demo = [[py, "preprocess/make_demo.py", "--out", os.path.join(ctx.features, "demo"), "--n_train", "600",
@@ -720,6 +784,7 @@ def main(argv=None):
         print(f"error: --device cuda, but {why}; for the CPU smoke test run bench/gpu_check.sh OUT_DIR --device cpu",
               file=sys.stderr)
         return 2
+    ctx.gpus = facts.get("gpu_count") or 0
     os.makedirs(out_dir, exist_ok=True)
     prepare_work(ctx)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill from outside stops the step's processes and writes the JSON

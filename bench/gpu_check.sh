@@ -10,8 +10,10 @@
 #   3. bench/extract_throughput.py --device cuda --size base;
 #   4. a 1-GPU torchrun of preprocess/extract_features.py over synthetic clips with a tiny saved model (offline),
 #      checking one feature file per clip of the registered width;
-#   5. a grid of 4 train.py runs at once on GPU 0 (python -m engine.grid --jobs 4 --gpus 0) on a small demo set;
-#   6. one train.py --compile run, whose train.log must say it was compiled (not fallen back to eager).
+#   5. bench/rank_devices.py under a 2-process torchrun (1 process where there is one GPU, said in the note): each
+#      rank's device, current CUDA device, contexts, model and batches must be GPU LOCAL_RANK's, cuda:0 refused;
+#   6. a grid of 4 train.py runs at once on GPU 0 (python -m engine.grid --jobs 4 --gpus 0) on a small demo set;
+#   7. one train.py --compile run, whose train.log must say it was compiled (not fallen back to eager).
 # It writes OUT_DIR/gpu_check.json (the machine: python, torch, CUDA, GPU name and memory; per step: commands,
 # status, seconds, return code, figures parsed from the benches, last lines of output) and OUT_DIR/gpu_check.log
 # (every step's full output); the steps' data go to OUT_DIR/work, never into the repository. Exit status 0 when

@@ -6,6 +6,9 @@
     # any registered data set: without a preset, give the features, teachers and train.py flags
     python bench/low_resource.py --dataset mydata --n 100 --feat mydata-minilm-UTT \\
         --teachers features/mydata/teachers/zeroshot.jsonl --train_args "--model auto_attention --epochs 25"
+    # the training settings (and features) of a run you already made: its args.yaml
+    python bench/low_resource.py --dataset mydata --n 100 --teachers features/mydata/teachers/zeroshot.jsonl \\
+        --train_args_from saved/mydata/seed0/auto_attention/<run>/args.yaml
 
 For each N and seed: N labelled samples drawn stratified (seeded) from the seed's training split; the rest of
 that training split is the unlabelled pool (its labels are kept back, only to measure pseudo-label
@@ -24,7 +27,9 @@ line ``best gain over none at N=<smallest N>: <weighted F1 points> (<strategy>, 
 chosen by its mean validation F1, and its test F1 gain over ``none``. Finished runs are skipped on a rerun.
 Teachers: the data set's teacher files (``--teachers``; defaults below), made by preprocess/ scripts. The
 presets below are defaults for the data sets docs/results.md uses; any other registered data set takes
-``--feat``, ``--teachers`` and ``--train_args``.
+``--feat``, ``--teachers`` and ``--train_args``, or ``--train_args_from <run>/args.yaml``: that run's training
+settings (:data:`TRAINING_KEYS`, written to ``<save_root>/train_args_from.yaml`` and given to every run as its
+``--config``) and its features, with ``--train_args`` and ``--feat`` on top.
 
 Many runs at once (engine/grid.py): with ``--jobs N`` (``--gpus``, ``--cluster``) every (N, seed, strategy)
 driver runs together: the stage-1 runs of all N and seeds train at once (each trained once, shared by its
@@ -69,6 +74,43 @@ PRESETS = {
                            "--batch_size 32"},
 }
 STRATEGIES = ["none", "teacher", "student", "consensus", "acl"]
+# what --train_args_from takes of a run's args.yaml: how it trained, not where, on which split or seed
+TRAINING_KEYS = ("model", "model_args", "lr", "l2", "batch_size", "epochs", "optimizer", "amp", "patience",
+                 "feat_norm", "dialogue_csv")
+
+
+def run_settings(path, dataset, feat=None):
+    """``--train_args_from``: ``(the run's training settings, its features)`` from its ``args.yaml``; refused in
+    one line when the file is not a run's settings, or holds another data set's features and no --feat is given."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise DataError(f"--train_args_from '{path}' does not exist; give a run's args.yaml "
+                        "(saved/<dataset>/seed<k>/<model>/<run>/args.yaml)")
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"--train_args_from '{path}' cannot be read as YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc.get("model") or not doc.get("feat"):
+        raise DataError(f"--train_args_from '{path}' is not a run's args.yaml (no 'model' and 'feat' settings)")
+    if feat is None and doc.get("dataset") not in (None, dataset):
+        raise DataError(f"--train_args_from '{path}' is a run of data set '{doc['dataset']}', not '{dataset}': give "
+                        "--feat with this data set's features")
+    settings = {k: doc[k] for k in TRAINING_KEYS if doc.get(k) is not None}
+    feats = doc["feat"] if isinstance(doc["feat"], str) else ",".join(doc["feat"])
+    return settings, feats
+
+
+def write_run_settings(settings, source, root):
+    """The settings of :func:`run_settings` as a train.py ``--config`` file in ``root``; returns its path."""
+    import yaml
+
+    path = os.path.join(root, "train_args_from.yaml")
+    with open(path, "w") as f:
+        f.write(f"# training settings of {source} (bench/low_resource.py --train_args_from); flags override them\n")
+        yaml.safe_dump(settings, f, sort_keys=False)
+    return os.path.abspath(path)
 
 
 def main(argv=None):
@@ -81,7 +123,11 @@ def main(argv=None):
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--feat", default=None, help="features (default: the data set's preset)")
     p.add_argument("--teachers", nargs="*", default=None, help="teacher files (default: the preset's)")
-    p.add_argument("--train_args", default=None, help="train.py flags (default: the preset's)")
+    p.add_argument("--train_args", default=None, help="train.py flags (default: the preset's; with "
+                                                      "--train_args_from, flags on top of that run's)")
+    p.add_argument("--train_args_from", default=None, metavar="ARGS_YAML",
+                   help="a run's args.yaml: train with its settings (model and hyperparameters, lr, l2, batch size, "
+                        "epochs, optimizer, amp, patience, feature normalisation, dialogue tables) and features")
     p.add_argument("--base_split", default=None,
                    help="split list under train_lst/<dataset>/ the N labelled are drawn from ({seed} filled in; "
                         "default: the preset's, else seed{seed}.json)")
@@ -105,10 +151,20 @@ def main(argv=None):
         return 2
     preset = PRESETS.get(args.dataset, {})
     ds = config.DATASETS[args.dataset]
-    needed = [f"--{k}" for k in ("feat", "teachers", "train_args") if getattr(args, k) is None and k not in preset]
+    from_run = None
+    if args.train_args_from:
+        try:
+            from_run = run_settings(args.train_args_from, args.dataset, args.feat)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    given = {"feat": args.feat or (from_run and from_run[1]), "teachers": args.teachers,
+             "train_args": args.train_args if from_run is None else ""}
+    needed = [f"--{k}" for k in ("feat", "teachers", "train_args") if given[k] is None and k not in preset]
     if needed:
         print(f"error: data set '{args.dataset}' has no preset in bench/low_resource.py: give {', '.join(needed)} "
-              "(e.g. --feat a,b --teachers t.jsonl --train_args \"--model auto_attention --epochs 25\")",
+              "(e.g. --feat a,b --teachers t.jsonl --train_args \"--model auto_attention --epochs 25\", or "
+              "--train_args_from <run>/args.yaml for a run's settings and features)",
               file=sys.stderr)
         return 2
     try:
@@ -124,8 +180,13 @@ def main(argv=None):
     if missing:
         print(f"error: teacher file(s) {missing} do not exist; make them first (docs/teachers.md)", file=sys.stderr)
         return 2
-    train_args = (["--dataset", args.dataset, "--feat", args.feat or preset["feat"]]
-                  + shlex.split(args.train_args if args.train_args is not None else preset["train_args"]))
+    if from_run is not None:
+        flags = ["--config", write_run_settings(from_run[0], args.train_args_from, root)]
+        flags += shlex.split(args.train_args or "")
+        log.info(f"training settings of {args.train_args_from}: {from_run[0]}; features {given['feat']}")
+    else:
+        flags = shlex.split(args.train_args if args.train_args is not None else preset["train_args"])
+    train_args = ["--dataset", args.dataset, "--feat", given["feat"] or preset["feat"]] + flags
     if args.threads:
         train_args += ["--threads", str(args.threads)]
     ns = [int(x) for x in args.n.split(",")]

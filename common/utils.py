@@ -25,11 +25,24 @@ def set_seed(seed):
     torch.backends.cudnn.deterministic = True
 
 
-def resolve_device(device="auto", gpu=0):
+def torchrun_local_rank():
+    """This process's ``LOCAL_RANK`` under torchrun (which sets it with ``RANK`` and ``WORLD_SIZE``), else None."""
+    rank = os.environ.get("LOCAL_RANK")
+    if rank is None or "WORLD_SIZE" not in os.environ:
+        return None
+    return int(rank)
+
+
+def resolve_device(device="auto", gpu=0, local_rank=None):
     """``auto`` picks CUDA (GPU ``gpu``) when available, else the CPU; ``cuda`` without one, or a GPU index
-    torch does not see, fails with a ValueError that says what to pass instead."""
+    torch does not see, fails with a ValueError that says what to pass instead. ``local_rank`` (under torchrun,
+    see :func:`torchrun_local_rank`): CUDA is GPU ``local_rank`` (``gpu`` is not used), and an explicit index
+    (``cuda:0``) is refused, as it would put every rank on that one GPU."""
     import torch
     device = str(device).lower()
+    if local_rank is not None and device.startswith("cuda:"):
+        raise ValueError(f"--device {device} under torchrun would put every rank on GPU {device[5:]}; give "
+                         f"--device cuda or auto (torchrun picks GPU LOCAL_RANK, {local_rank} in this process)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -37,14 +50,30 @@ def resolve_device(device="auto", gpu=0):
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device; "
                              "use --device cpu or --device auto")
         if device == "cuda":
-            device = f"cuda:{gpu}"
+            device = f"cuda:{gpu if local_rank is None else local_rank}"
         index, count = torch.device(device).index or 0, torch.cuda.device_count()
+        if index >= count and local_rank is not None:
+            raise ValueError(f"torchrun gave this process LOCAL_RANK {local_rank}, but torch sees {count} CUDA "
+                             f"device(s); start at most {count} processes per node (--nproc_per_node {count}) or "
+                             "set CUDA_VISIBLE_DEVICES")
         if index >= count:
             raise ValueError(f"GPU {index} was asked for (--gpu / --device), but torch sees {count} CUDA "
                              f"device(s), numbered 0 to {count - 1}; pass --gpu 0 or set CUDA_VISIBLE_DEVICES")
     elif device != "cpu":
         raise ValueError(f"unknown --device '{device}': use auto, cpu or cuda")
     return torch.device(device)
+
+
+def process_device(device="auto", gpu=0):
+    """The device of a process that trains or extracts (train.py, preprocess/extract_features.py), resolved by
+    :func:`resolve_device` with torchrun's ``LOCAL_RANK`` when there is one, and, when it is a GPU, made the
+    process's current CUDA device. Call it before any other CUDA call: pinned memory, ``is_bf16_supported``
+    and the caching allocator work on the current device, GPU 0 in every rank otherwise."""
+    import torch
+    resolved = resolve_device(device, gpu, torchrun_local_rank())
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved.index)
+    return resolved
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -264,9 +264,10 @@ def scan_features(root, labelled, candidates, pool):
 # ------------------------------------------------------------------------------------------------- writing
 
 
-def _write_all(out, frames, report):
-    """Write every table into a temporary folder beside ``out``, then move them into ``out``: a failure while
-    writing leaves ``out`` as it was (other files in it, such as feature folders, are never touched)."""
+def _write_all(out, frames, report, stale=()):
+    """Write every table into a temporary folder beside ``out``, then move them into ``out``, then remove the
+    ``stale`` files (outputs of an earlier conversion that this one does not write): a failure while writing leaves
+    ``out`` as it was (other files in it, such as feature folders, are never touched)."""
     out = os.path.abspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"--out '{out}' is a file; give a folder")
@@ -283,8 +284,23 @@ def _write_all(out, frames, report):
             return
         for name in os.listdir(stage):
             os.replace(os.path.join(stage, name), os.path.join(out, name))
+        for name in stale:
+            os.remove(os.path.join(out, name))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def stale_outputs(out, frames, inputs=()):
+    """The tables of an earlier conversion in ``out`` that this one does not write (the transcripts and subtitles
+    of a release converted before with its subtitle table): removed, so that no later step reads them as this
+    release's. A file that is one of this conversion's inputs is never among them."""
+    out_files = [OUT[k] for k in OUT if k not in frames and k != "report"]
+    stale = []
+    for name in out_files:
+        path = os.path.join(out, name)
+        if os.path.isfile(path) and not any(p and os.path.exists(p) and os.path.samefile(p, path) for p in inputs):
+            stale.append(name)
+    return stale
 
 
 def _counts(values):
@@ -360,6 +376,7 @@ def convert(release, out, features_root=None, labels=None, candidates=None, subt
                       "without_subtitle": {k: sum(1 for n in v if n not in subs) for k, v in roles.items()},
                       "empty_text": sum(1 for n in order if not subs[n][col])}
     cand_set = set(cands)
+    stale = stale_outputs(out, frames, inputs=(label_path, cand_path, sub_path, names_csv))
     report = {
         "release": release, "out": out, "seconds": None,
         "files": {"labels": label_path, "candidates": cand_path, "subtitles": sub_path if subs is not None else None},
@@ -369,10 +386,10 @@ def convert(release, out, features_root=None, labels=None, candidates=None, subt
         "candidates": len(cands), "pool": len(pool), "pool_candidates": sum(1 for n in pool if n in cand_set),
         "transductive": bool(config.DATASETS.get("mer2025", {}).get("transductive")),
         "subtitles": sub_report, "features_root": feat_root, "features": features,
-        "registered_absent": absent, "written": [OUT[k] for k in frames] + [OUT["report"]],
+        "registered_absent": absent, "written": [OUT[k] for k in frames] + [OUT["report"]], "removed": stale,
     }
     report["seconds"] = round(time.time() - t0, 2)
-    _write_all(out, frames, report)
+    _write_all(out, frames, report, stale)
     for line in describe(report):
         log(line)
     return report
@@ -414,4 +431,7 @@ def describe(report):
         lines.append(f"registered MER2025 features not found there ({len(report['registered_absent'])}): "
                      + ", ".join(report["registered_absent"]))
     lines.append(f"wrote {', '.join(report['written'])} under {report['out']} in {report['seconds']:.1f}s")
+    if report.get("removed"):
+        lines.append(f"removed {', '.join(report['removed'])}: written by an earlier conversion, not by this one (no "
+                     "subtitle table this time), so that no later step reads them as this release's")
     return lines

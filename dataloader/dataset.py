@@ -23,6 +23,60 @@ from common.errors import DataError
 from dataloader.features import frame_positions
 
 
+STATS_CHUNK_VALUES = 1 << 22  # values read at a time by SampleSet.feature_stats (32 MB as float64)
+
+
+def streamed_moments(chunks, dim):
+    """``(mean, std, n)`` over the rows of ``chunks``, an iterable of ``(rows, dim)`` arrays read one at a time:
+    float64 ``(dim,)`` mean and population std, and the row count (mean 0, std 1 where there is no row).
+
+    Each chunk's own mean and sum of squared deviations are taken in float64 (two passes over the chunk), then
+    merged with the running ones by Chan et al.'s parallel update, so only one chunk is ever held, and a mean
+    far from zero costs no precision (a sum of squares minus the squared mean would cancel it away)."""
+    n, mean, m2 = 0, np.zeros(dim), np.zeros(dim)
+    for x in chunks:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, dim)
+        k = len(x)
+        if not k:
+            continue
+        mu = x.mean(0)
+        dev = x - mu
+        delta = mu - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + np.einsum("ij,ij->j", dev, dev) + delta * delta * (n * k / total)
+        n = total
+    if not n:
+        return np.zeros(dim), np.ones(dim), 0
+    return mean, np.sqrt(m2 / n), n
+
+
+def _stat_chunks(store, rows, dense=None):
+    """The rows of a list for :func:`streamed_moments`, a chunk of about ``STATS_CHUNK_VALUES`` values at a time:
+    from ``dense`` (the list's copy on the device) where given, else read from the pack in pack order; the real
+    frames of a frame-level feature, whole clips per chunk (a clip longer than a chunk is a chunk of its own)."""
+    per_chunk = max(1, STATS_CHUNK_VALUES // max(int(store.dim), 1))
+    if dense is not None:
+        for i in range(0, len(dense), per_chunk):
+            yield dense[i:i + per_chunk].double().cpu().numpy()
+        return
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    if not store.frame_level:
+        for i in range(0, len(rows), per_chunk):
+            yield store.data[rows[i:i + per_chunk]]
+        return
+    starts, lens = store.offsets[rows], store.lengths(rows)
+    ends = np.cumsum(lens)
+    i = 0
+    while i < len(rows):
+        before = ends[i - 1] if i else 0
+        j = max(i + 1, int(np.searchsorted(ends, before + per_chunk, side="right")))
+        clip = np.repeat(np.arange(i, j), lens[i:j])
+        frame = np.arange(len(clip)) - (ends[clip] - lens[clip] - before)
+        yield store.data[starts[clip] + frame]
+        i = j
+
+
 class _Frames:
     """The frames of one frame-level feature for a whole list, on the device: ``flat`` ``(sum of kept, dim)``
     in the pack's dtype, each sample's ``start`` in it and ``kept`` frame count (on the device, and the counts
@@ -102,18 +156,14 @@ class SampleSet:
         return [s.frame_level for s in self.stores]
 
     def feature_stats(self):
-        """Per-feature ``(mean, std)`` over this list (frame-level: over real frames), as CPU tensors."""
+        """Per-feature ``(mean, std)`` over this list (frame-level: over all real frames), as float32 CPU tensors.
+
+        Streamed (:func:`streamed_moments`): the rows are read a chunk of about ``STATS_CHUNK_VALUES`` values at a
+        time (whole clips, in pack order), so no more than one chunk is held as float64."""
         stats = []
         for store, rows, dense in zip(self.stores, self.rows, self._dense):
-            if dense is not None:
-                x = dense.double()
-            elif not store.frame_level:
-                x = torch.from_numpy(np.asarray(store.data[np.sort(rows)], dtype=np.float64))
-            else:
-                lens = store.lengths(rows)
-                idx = np.concatenate([np.arange(s, s + n) for s, n in zip(store.offsets[rows], lens)])
-                x = torch.from_numpy(np.asarray(store.data[idx], dtype=np.float64))
-            stats.append((x.mean(0).float().cpu(), x.std(0, unbiased=False).float().cpu()))
+            mean, std, _ = streamed_moments(_stat_chunks(store, rows, dense), store.dim)
+            stats.append((torch.from_numpy(mean).float(), torch.from_numpy(std).float()))
         return stats
 
     def _to_device(self, array):

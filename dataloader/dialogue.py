@@ -79,8 +79,9 @@ class DialogueIndex:
 
     def add_split(self, split_doc, source="the split list"):
         """Add the optional ``dialogues`` (and ``orders``) lists of a split list's ``train_info`` and
-        ``valid_info`` (one per name; an empty or null dialogue: the name stands alone)."""
-        for part in ("train_info", "valid_info"):
+        ``valid_info`` (and ``select_info``, where there is one; one per name; an empty or null dialogue: the name
+        stands alone)."""
+        for part in ("train_info", "valid_info", "select_info"):
             info = split_doc.get(part) or {}
             if "dialogues" in info:
                 self._add(info["names"], info["dialogues"], info.get("orders"), f"{source} ({part})")
@@ -88,13 +89,13 @@ class DialogueIndex:
 
     @classmethod
     def for_dataset(cls, ds_cfg, extra_csvs=(), group_col=None):
-        """The index of a data set of ``config.DATASETS``: its ``label_csv``, ``test_label_csv`` and
+        """The index of a data set of ``config.DATASETS``: its ``label_csv``, ``test_csv``, ``test_label_csv`` and
         ``unlabeled_csv`` (those that exist and have the dialogue column), then ``extra_csvs`` (e.g.
         ``--dialogue_csv``). ``group_col`` defaults to the data set's ``group_col``, else ``dialogue``."""
         ds_cfg = ds_cfg or {}
         group_col = group_col or ds_cfg.get("group_col") or "dialogue"
-        paths = [p for p in (ds_cfg.get("label_csv"), ds_cfg.get("test_label_csv"), ds_cfg.get("unlabeled_csv"))
-                 if p and os.path.isfile(p)]
+        paths = [ds_cfg.get(k) for k in ("label_csv", "test_csv", "test_label_csv", "unlabeled_csv")]
+        paths = [p for p in dict.fromkeys(paths) if p and os.path.isfile(p)]
         paths += [p for p in (extra_csvs or []) if p]
         return cls.from_csvs(paths, group_col)
 
@@ -119,6 +120,28 @@ class DialogueIndex:
                     pos = [p for _, p in sorted(zip(order, pos))]
             out.append(np.asarray(pos, dtype=np.int64))
         return out
+
+    def has_dialogues(self):
+        """True when some dialogue holds two or more of the indexed names."""
+        seen = set()
+        for d in self.dialogue.values():
+            if d in seen:
+                return True
+            seen.add(d)
+        return False
+
+
+def check_list_dialogues(index, names, what, groups=None):
+    """Refuse a list of two or more names that ``index`` cuts into dialogues of one utterance each, while the data
+    set has dialogues: a context model would score every utterance alone, unlike the lists it trained on (the
+    dialogues of a list come from the tables named in the message, or --dialogue_csv)."""
+    groups = index.groups(list(names)) if groups is None else groups
+    if len(names) < 2 or any(len(g) > 1 for g in groups) or not index.has_dialogues():
+        return
+    raise DataError(f"{what}: its {len(names)} names are {len(names)} dialogues of one utterance for a context "
+                    f"model, though the data set has dialogues (read from {', '.join(index.sources) or 'no table'}); "
+                    "give the list's dialogue and order: re-import the data set with preprocess/import_dataset.py "
+                    "(its test and unlabelled lists carry them), or pass --dialogue_csv CSV with name,dialogue,order")
 
 
 def describe_groups(groups):

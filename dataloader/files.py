@@ -131,6 +131,8 @@ def write_split_json(path, train_info, valid_info, extra=None):
     doc = {"train_info": _clean_info(train_info), "valid_info": _clean_info(valid_info)}
     if extra:
         doc.update(extra)
+        if SELECT_INFO in extra:
+            doc[SELECT_INFO] = _clean_info(extra[SELECT_INFO])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -163,8 +165,13 @@ def missing_split(path):
             "(pseudo_label.py, semi.py, bench/low_resource.py write theirs into their output folder)")
 
 
+SELECT_INFO = "select_info"  # optional third list of a split: the names that choose the best epoch (fold lists)
+
+
 def read_split_json(path, emo_rule=None):
-    """Read and check a split list; returns the dict with ``train_info`` and ``valid_info``."""
+    """Read and check a split list; returns the dict with ``train_info`` and ``valid_info`` (and ``select_info``,
+    where the list has one: the names train.py chooses the best epoch on instead of ``valid_info``; the three
+    lists must be disjoint)."""
     if not os.path.isfile(path):
         raise DataError(missing_split(path))
     with open(path) as f:
@@ -172,10 +179,13 @@ def read_split_json(path, emo_rule=None):
             doc = json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(f"split list '{path}' is not valid JSON: {e}") from e
-    for part in ("train_info", "valid_info"):
+    parts = ("train_info", "valid_info") + ((SELECT_INFO,) if SELECT_INFO in doc else ())
+    for part in parts:
         if part not in doc:
             raise DataError(f"split list '{path}' has no '{part}' (keys: {list(doc)})")
         info = doc[part]
+        if not isinstance(info, dict):
+            raise DataError(f"'{part}' in split list '{path}' is not an object with 'names' and 'emos' lists")
         for key in ("names", "emos"):
             if key not in info:
                 raise DataError(f"'{part}' in '{path}' has no '{key}' list")
@@ -200,6 +210,14 @@ def read_split_json(path, emo_rule=None):
     if overlap:
         raise DataError(f"split list '{path}' has {len(overlap)} names in both train and valid: "
                         f"{_preview(sorted(overlap))}")
+    if SELECT_INFO in doc:
+        select = set(doc[SELECT_INFO]["names"])
+        for part in ("train_info", "valid_info"):
+            both = select & set(doc[part]["names"])
+            if both:
+                raise DataError(f"split list '{path}' has {len(both)} names in both {SELECT_INFO} and {part}: "
+                                f"{_preview(sorted(both))}; the names that choose the epoch must be neither trained on "
+                                "nor predicted as held out (rebuild it with preprocess/build_splits.py --kfold K)")
     return doc
 
 

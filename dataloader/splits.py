@@ -1,7 +1,8 @@
-"""Split lists from a label table: seeded, stratified hold-outs (``seed<k>.json``) or k folds (``fold<k>.json``),
-keeping groups (videos, dialogues) whole where the data set has a group column; a data set's official split
-(a split column of the label table, or lists of names: :func:`official_split`); and the low-resource draw of N
-labelled samples from a split, the rest becoming the unlabelled pool (:func:`low_resource_split`).
+"""Split lists from a label table: seeded, stratified hold-outs (``seed<k>.json``) or k folds (``fold<k>.json``,
+each with an inner ``select_info`` list that chooses the fold model's epoch, see :func:`build`), keeping groups
+(videos, dialogues) whole where the data set has a group column; a data set's official split (a split column
+of the label table, or lists of names: :func:`official_split`); and the low-resource draw of N labelled samples
+from a split, the rest becoming the unlabelled pool (:func:`low_resource_split`).
 
 Where the label table has the group column and an ``order`` column, every list carries them as ``dialogues``
 and ``orders`` (what context models read, dataloader/dialogue.py).
@@ -22,7 +23,9 @@ LEFT_OUT_VALUES = ("test",)  # rows of the test part stay out of the split list 
 
 
 def _info(df, group_col=None):
-    info = {"names": df["name"].tolist(), "emos": df["discrete"].tolist(), "vals": df["valence"].tolist()}
+    # an empty valence cell (none known: import_dataset.py leaves it empty) is 0.0 in the list's numeric "vals"
+    vals = [0.0 if pd.isna(v) else float(v) for v in pd.to_numeric(df["valence"], errors="coerce")]
+    info = {"names": df["name"].tolist(), "emos": df["discrete"].tolist(), "vals": vals}
     if group_col and group_col in df.columns:
         info["dialogues"] = ["" if pd.isna(d) else str(d) for d in df[group_col]]
         if ORDER_COL in df.columns:
@@ -54,7 +57,36 @@ def kfold_splits(df, k, seed, group_col=None):
     return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, df["discrete"]))
 
 
-def build(label_csv, emo_rule, out_dir, seeds=(0, 1, 2, 3, 4), valid_ratio=0.2, kfold=0, group_col=None):
+EPOCH_SELECTION = ("inner", "out_of_fold")
+
+
+def inner_split(df, tr, valid_ratio, seed, group_col, where):
+    """Indices (train, select) into ``df`` of an inner, stratified hold-out of the training rows ``tr``: the rows
+    that choose a fold model's best epoch, so that its out-of-fold rows never do."""
+    part = df.iloc[tr].reset_index(drop=True)
+    try:
+        a, b = holdout_split(part, valid_ratio, seed, group_col)
+    except ValueError as e:  # a class too rare in the fold's training rows to stratify
+        counts = part["discrete"].value_counts()
+        raise DataError(f"{where}: class '{counts.idxmin()}' has {counts.min()} training rows, too few to hold some "
+                        f"out for epoch selection ({e}); give fewer folds, or --epoch_selection out_of_fold") from None
+    return tr[a], tr[b]
+
+
+def build(label_csv, emo_rule, out_dir, seeds=(0, 1, 2, 3, 4), valid_ratio=0.2, kfold=0, group_col=None,
+          epoch_selection="inner"):
+    """Write seeded hold-outs ``seed<k>.json`` (``valid_ratio`` of the rows in ``valid_info``), or with ``kfold``
+    K folds ``fold<k>.json``, whose ``valid_info`` lists (the out-of-fold rows) partition the table. Returns
+    ``(path, n train, n valid)`` per file.
+
+    ``epoch_selection`` (folds only): ``inner`` (default) moves ``valid_ratio`` of each fold's training rows
+    (stratified; whole groups with ``group_col``; seeded by ``seeds[0]`` and the fold) to ``select_info``, the
+    list train.py chooses the best epoch on; the fold's ``valid_info`` is then predicted by that epoch's model
+    without ever choosing it, an honest out-of-fold prediction. ``out_of_fold``: no ``select_info``; each fold
+    model chooses its epoch on its own out-of-fold rows (optimistic out-of-fold figures, all training rows used).
+    """
+    if epoch_selection not in EPOCH_SELECTION:
+        raise DataError(f"epoch selection '{epoch_selection}': use one of {', '.join(EPOCH_SELECTION)}")
     df = read_label_csv(label_csv, config.EMO_RULE[emo_rule])
     if group_col and group_col not in df.columns:
         raise DataError(f"--group_col '{group_col}' is not a column of '{label_csv}' ({list(df.columns)})")
@@ -65,9 +97,17 @@ def build(label_csv, emo_rule, out_dir, seeds=(0, 1, 2, 3, 4), valid_ratio=0.2, 
                         f"split needs at least {need}")
     written = []
     if kfold:
+        folds = []
         for k, (tr, va) in enumerate(kfold_splits(df, kfold, seeds[0], group_col)):
             path = os.path.join(out_dir, f"fold{k}.json")
-            write_split_json(path, _info(df.iloc[tr], group_col), _info(df.iloc[va], group_col))
+            extra = {"epoch_selection": epoch_selection}
+            if epoch_selection == "inner":
+                tr, sel = inner_split(df, np.asarray(tr), valid_ratio, seeds[0] * 1000 + k, group_col,
+                                      f"fold {k} of '{label_csv}'")
+                extra["select_info"] = _info(df.iloc[sel], group_col)
+            folds.append((path, tr, va, extra))
+        for path, tr, va, extra in folds:  # every fold checked before the first is written
+            write_split_json(path, _info(df.iloc[tr], group_col), _info(df.iloc[va], group_col), extra=extra)
             written.append((path, len(tr), len(va)))
     else:
         for seed in seeds:

@@ -494,7 +494,7 @@ def build_parser():
     add("--no_tf32", dest="tf32", action="store_false", default=None,
         help="full float32 matrix products on CUDA (TF32 is on by default there; no effect on the CPU)")
     add_threads_flag(p)
-    add("--gpu", type=int, help="CUDA device index (default 0)")
+    add("--gpu", type=int, help="CUDA device index (default 0; under torchrun GPU LOCAL_RANK is used)")
     add("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     add("--feat_norm", choices=["standard", "none"],
         help="z-score each feature with the training list's statistics (stored in the checkpoint; default standard)")

@@ -32,6 +32,11 @@ resumed (train.py ``--resume``): a finished run is skipped without starting a pr
 an interrupted one continues from its ``last.pth``. Two runs of one grid that would write the same run folder
 are trained once. One line per finished run (and a tqdm bar over the runs) shows the progress.
 
+The runs end with their driver: SIGTERM or SIGHUP to it (as Ctrl-C) stops the runs going before it exits
+(:meth:`Grid.__enter__`), and on Linux a run of the local pool also gets SIGTERM when its driver dies however it
+dies, ``kill -9`` included (:func:`end_with_driver`: ``prctl(PR_SET_PDEATHSIG)``; the runs are in the driver's
+process group, so elsewhere ``kill -- -<pgid>`` ends them all). A stopped run resumes from its ``last.pth``.
+
 Results do not depend on the mode but on the settings, the seed and the CPU threads: with the same
 ``--threads`` a run in its own process gives the numbers of the same run in this process, bit for bit. Another
 thread count changes the order of floating-point sums, and training carries that further: of 8 demo runs
@@ -52,8 +57,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import config
@@ -61,6 +68,8 @@ from common.errors import DataError, OptionalDependencyError
 
 SKIPPED, DONE, FAILED = "skipped", "done", "failed"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+DRIVER_ENV = "MER_GRID_DRIVER"  # the pid of the process whose grid started this train.py (see end_with_driver)
+DRIVER_SIGNALS = ("SIGTERM", "SIGHUP")  # end a grid's runs with it (SIGINT: KeyboardInterrupt does already)
 CLUSTERS = ("slurm", "local")
 CLUSTER_TIMEOUT_MIN = 240  # submitit's own default is 5 minutes on SLURM, 2 locally: too short for training
 
@@ -233,12 +242,34 @@ def child_command(spec_path, threads=None, device=None):
 
 
 def child_env(threads=None, gpu=None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{DRIVER_ENV: str(os.getpid())})
     if threads:
         env.update({k: str(threads) for k in THREAD_ENV})
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
+
+
+def end_with_driver():
+    """In a train.py process that a local grid started (``MER_GRID_DRIVER`` names the driver's pid): ask Linux to
+    send this process SIGTERM when the driver ends, however it ends (``prctl(PR_SET_PDEATHSIG)``, so also after a
+    SIGKILL of the driver), and end now if the driver is gone already. The variable is removed from this process's
+    environment so that no process it starts takes it for its own. Elsewhere (not Linux) it does nothing: there a
+    driver ended by SIGTERM, SIGHUP or Ctrl-C still ends its runs (:meth:`Grid.__enter__`), a SIGKILLed one
+    cannot."""
+    driver = os.environ.pop(DRIVER_ENV, None)
+    if not driver or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != driver:  # the driver ended before the request above: this run has no one to report to
+        sys.exit(143)
 
 
 def _error_line(log_path):
@@ -507,11 +538,43 @@ class Grid:
             self._bar = None
 
     def __enter__(self):
+        """A grid of processes ends its runs with the driver: SIGTERM or SIGHUP (where its action is the default,
+        so ``nohup`` is kept) become :class:`GridInterrupted` in the main thread, and leaving the ``with`` block
+        with an exception stops the runs going (:meth:`close`); a run's own process also gets SIGTERM when the
+        driver dies without that (Linux, :func:`end_with_driver`)."""
+        self._handlers = {}
+        if not self.in_process and threading.current_thread() is threading.main_thread():
+            for name in DRIVER_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+                    self._handlers[signum] = signal.signal(signum, self._interrupted)
         return self
 
+    def _interrupted(self, signum, frame):
+        self._restore_handlers()  # a second signal while the runs are stopped ends the driver at once
+        raise GridInterrupted(signum)
+
+    def _restore_handlers(self):
+        for signum, handler in getattr(self, "_handlers", {}).items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+
     def __exit__(self, exc_type, *exc):
-        self.close(cancel=exc_type is not None)
+        try:
+            self.close(cancel=exc_type is not None)
+        finally:
+            self._restore_handlers()
         return False
+
+
+class GridInterrupted(SystemExit):
+    """The driver of a grid got SIGTERM or SIGHUP: its runs are stopped (they resume on a rerun), and the driver
+    exits with 128 + the signal number (143 for SIGTERM), the status a shell reports for a process the signal
+    ended."""
+
+    def __init__(self, signum):
+        super().__init__(128 + int(signum))
+        self.signum = signum
 
 
 def run_grid(specs, grid_dir=None, raise_on_failure=True, on_result=None, **options):

@@ -17,7 +17,8 @@ def _pyplot():
 
 
 def plot_curves(metrics, path_loss, path_metric):
-    """``metrics``: DataFrame with epoch, train_loss, valid_loss, valid_acc, valid_f1."""
+    """``metrics``: DataFrame with epoch, train_loss, valid_loss, valid_acc, valid_f1 (and select_f1, where a
+    select_info list chose the best epoch)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(metrics["epoch"], metrics["train_loss"], label="train")
@@ -33,7 +34,11 @@ def plot_curves(metrics, path_loss, path_metric):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(metrics["epoch"], metrics["valid_acc"], label="valid accuracy")
     ax.plot(metrics["epoch"], metrics["valid_f1"], label="valid weighted F1")
-    best = int(np.argmax(metrics["valid_f1"].to_numpy()))
+    chooser = "valid_f1"
+    if "select_f1" in metrics.columns:  # a split with select_info: that list chose the best epoch
+        ax.plot(metrics["epoch"], metrics["select_f1"], label="select weighted F1 (chooses the epoch)")
+        chooser = "select_f1"
+    best = int(np.argmax(metrics[chooser].to_numpy()))
     ax.axvline(metrics["epoch"].iloc[best], color="grey", ls="--", lw=1, label="best epoch")
     ax.set_xlabel("epoch")
     ax.legend()

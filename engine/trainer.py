@@ -8,7 +8,12 @@ A run folder holds everything needed to inspect or rebuild a run:
 * ``best.pth``: the state dict of the best epoch (by validation weighted F1) and the config that rebuilds it
 * ``last.pth``: model, optimiser and RNG state after the last finished epoch, while the run is unfinished
   (``--resume`` continues from it; it is removed when the run completes)
-* ``valid_pred.csv``: validation predictions of the best epoch (name, label, pred, prob_<class>...)
+* ``valid_pred.csv``: validation predictions of the best epoch (name, label, pred, prob_<class>..., ``chose_epoch``:
+  1 where the row was among those that chose that epoch)
+* epoch selection: the best epoch is chosen on ``valid_info``, or, where the split list has one, on its
+  ``select_info`` (the inner hold-out of fold lists, dataloader/splits.py): then ``metrics.csv`` has ``select_*``
+  columns beside the ``valid_*`` ones, ``valid_info`` is only predicted, never looked at to choose, and
+  ``summary.json`` says which list chose (``epoch_selection``)
 * ``loss.png``, ``metrics.png`` (not with ``--no_plots``), ``train.log``; with ``--test``: ``test_pred.csv``,
   ``test_metrics.json``
 * ``summary.json``: the best epoch's validation metrics (and the test's), ``epochs_run`` and ``stopped_early``
@@ -37,16 +42,17 @@ from tqdm import tqdm
 
 import config
 from dataloader import DialogueIndex, MissingFeature, SampleSet, load_features
-from dataloader.dialogue import describe_groups
+from dataloader.dialogue import check_list_dialogues, describe_groups
 from common.locks import FileLock
 from engine.config import check_run_folder, clear_results, versions
-from engine.results import RUN_LOCK, check_finished, new_checkpoint_id
+from engine.results import RUN_LOCK, check_finished, load_checkpoint, new_checkpoint_id
 from models import create_model, model_class
-from dataloader.files import DataError, label_indices, read_names_csv, read_split_json
+from dataloader.files import SELECT_INFO, DataError, label_indices, read_names_csv, read_split_json
 from common.metrics import emotion_metrics, format_confusion, full_report
 from engine.plots import plot_confusion, plot_curves
 from engine.tracking import make_tracker
-from common.utils import atomic_path, count_parameters, get_logger, resolve_device, set_seed, set_threads
+from common.utils import (atomic_path, count_parameters, get_logger, process_device, resolve_device, set_seed,
+                          set_threads)
 
 def dialogue_args(batch):
     """The keyword arguments a context model takes from a batch of whole dialogues (none otherwise)."""
@@ -110,9 +116,12 @@ def predict(model, samples, batch_size=512, drop=None, return_heads=False):
     return probs, weights, loss
 
 
-def prediction_frame(names, probs, class_names, labels=None, expert_weights=None, feat_names=None, checkpoint=None):
-    """The prediction-CSV table: name[, label], pred, prob_<class>..., weight_<expert>... and ``checkpoint``, the
-    id of the checkpoint that predicted (engine/results.py)."""
+def prediction_frame(names, probs, class_names, labels=None, expert_weights=None, feat_names=None, checkpoint=None,
+                     selected_on=None):
+    """The prediction-CSV table: name[, label], pred, prob_<class>..., weight_<expert>..., ``checkpoint``, the
+    id of the checkpoint that predicted (engine/results.py), and, where ``selected_on`` (the names that chose
+    the checkpoint's epoch) is known, ``chose_epoch``: 1 on a row among them, whose prediction is then no
+    held-out figure (ensembling/oof.py reads it)."""
     df = pd.DataFrame({"name": names})
     if labels is not None:
         df["label"] = [class_names[i] for i in labels]
@@ -126,6 +135,9 @@ def prediction_frame(names, probs, class_names, labels=None, expert_weights=None
                 df[f"weight_{f}"] = expert_weights[:, j]
     if checkpoint is not None:
         df["checkpoint"] = checkpoint
+    if selected_on is not None:
+        chose = set(selected_on)
+        df["chose_epoch"] = [int(n in chose) for n in df["name"]]
     return df
 
 
@@ -152,7 +164,7 @@ def load_run(run_dir, device="cpu"):
     path = os.path.join(run_dir, "best.pth")
     if not os.path.isfile(path):
         raise DataError(f"run folder '{run_dir}' has no best.pth; is it a finished train.py run?")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     cfg = dict(ckpt["model_config"])
     model = create_model(ckpt["model"], **cfg)  # a context run's config holds its context keys
     model.load_state_dict(ckpt["state_dict"])
@@ -175,7 +187,7 @@ def train(cfg):
     cfg = cfg.resolved()
     class_names = config.EMO_RULE[cfg.emo_rule]
     model_class(cfg.model)  # an unknown model stops here, before a run folder is made for it
-    device = resolve_device(cfg.device, cfg.gpu)
+    device = process_device(cfg.device, cfg.gpu)  # under torchrun GPU LOCAL_RANK, before any other CUDA call
     set_threads(cfg.threads)
     set_tf32(device, cfg.tf32)
     run_dir = cfg.run_dir()
@@ -217,12 +229,14 @@ def _train_locked(cfg, class_names, device, run_dir):
     log.info(f"run folder {run_dir} ({state}); device {device}"
              + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
              + f"; config {cfg.config_hash()[:12]}")
-    log.info(f"split {data.split_path}: {len(data.train)} train, {len(data.valid)} valid; features {cfg.feat} dims "
-             f"{data.train.feat_dims}")
+    log.info(f"split {data.split_path}: {len(data.train)} train, {len(data.valid)} valid"
+             + (f", {len(data.select)} select (they choose the best epoch; valid is only predicted)"
+                if data.select is not None else "") + f"; features {cfg.feat} dims {data.train.feat_dims}")
     write_config(run_dir, cfg)
     meta = {"feat": cfg.feat, "emo_rule": cfg.emo_rule, "class_names": class_names, "seed": cfg.seed,
             "dataset": cfg.dataset, "dialogue_csv": list(cfg.dialogue_csv), "config": cfg.to_dict(),
-            "config_hash": cfg.config_hash(), "versions": versions()}
+            "config_hash": cfg.config_hash(), "versions": versions(),
+            "selected_on": {"list": data.selection_list, "names": list(data.chooser.names)}}
     try:
         tracker.start(cfg, run_dir, history)
         best = fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, device, log, precision,
@@ -256,10 +270,21 @@ class _Held(logging.Handler):
 
 
 class RunData:
-    """The split list of a run and its training and validation sample sets (with their dialogues)."""
+    """The split list of a run and its training and validation sample sets (with their dialogues); ``select``:
+    the sample set of the list's ``select_info`` (None without), which then chooses the best epoch."""
 
-    def __init__(self, split_path, split, train, valid):
-        self.split_path, self.split, self.train, self.valid = split_path, split, train, valid
+    def __init__(self, split_path, split, train, valid, select=None):
+        self.split_path, self.split, self.train, self.valid, self.select = split_path, split, train, valid, select
+
+    @property
+    def chooser(self):
+        """The sample set the best epoch is chosen on."""
+        return self.valid if self.select is None else self.select
+
+    @property
+    def selection_list(self):
+        """The split list's part that chooses the best epoch."""
+        return "valid_info" if self.select is None else SELECT_INFO
 
 
 def load_data(cfg, class_names, device, log):
@@ -276,13 +301,43 @@ def load_data(cfg, class_names, device, log):
                           source=f"train_info of {split_path}", mmap=cfg.mmap)
     valid_set = SampleSet(stores, valid_info["names"], [cidx[e] for e in valid_info["emos"]],
                           max_len=max_len, device=device, source=f"valid_info of {split_path}", mmap=cfg.mmap)
+    select_set = None
+    if SELECT_INFO in split:
+        select_info = split[SELECT_INFO]
+        select_set = SampleSet(stores, select_info["names"], [cidx[e] for e in select_info["emos"]],
+                               max_len=max_len, device=device, source=f"{SELECT_INFO} of {split_path}",
+                               mmap=cfg.mmap)
     if int(cfg.model_args.get("context") or 0) > 0:
         index = DialogueIndex.for_dataset(config.DATASETS.get(cfg.dataset, {}), list(cfg.dialogue_csv))
         index.add_split(split, split_path)
         log.info(f"context: dialogue ids of {len(index)} names from {index.sources or 'no table'}")
         attach_dialogues(train_set, index, log, "train")
         attach_dialogues(valid_set, index, log, "valid")
-    return RunData(split_path, split, train_set, valid_set)
+        if select_set is not None:
+            attach_dialogues(select_set, index, log, "select")
+        check_test_dialogues(cfg)
+    return RunData(split_path, split, train_set, valid_set, select_set)
+
+
+def prediction_dialogues(dataset, dialogue_csv, names_csv=None, label_csv=None):
+    """The dialogue index a context run predicts a name list with: the data set's tables, ``dialogue_csv``, and
+    the list's own CSV and label CSV (where they are files)."""
+    extra = list(dialogue_csv or []) + [p for p in (names_csv, label_csv) if isinstance(p, str) and os.path.isfile(p)]
+    return DialogueIndex.for_dataset(config.DATASETS.get(dataset), extra)
+
+
+def check_test_dialogues(cfg):
+    """A context run with ``--test``: refuse, before training, a test list whose names would all be dialogues of
+    one (see :func:`dataloader.dialogue.check_list_dialogues`)."""
+    if not cfg.test:
+        return
+    ds_cfg = config.DATASETS.get(cfg.dataset, {})
+    test_csv = cfg.test_csv or ds_cfg.get("test_csv")
+    if not (test_csv and os.path.isfile(test_csv)):
+        return
+    index = prediction_dialogues(cfg.dataset, cfg.dialogue_csv, test_csv, cfg.test_label_csv or ds_cfg.get(
+        "test_label_csv"))
+    check_list_dialogues(index, read_names_csv(test_csv), f"test list '{test_csv}'")
 
 
 def check_no_test_names(cfg, split, split_path, log=None):
@@ -302,7 +357,9 @@ def check_no_test_names(cfg, split, split_path, log=None):
     test = set(read_names_csv(test_csv))
     transductive = bool(ds_cfg.get("transductive"))
     pseudo = 0
-    for part in ("train_info", "valid_info"):
+    for part in ("train_info", "valid_info", SELECT_INFO):
+        if part not in split:
+            continue
         info = split[part]
         sources = info.get("sources")
         if not (isinstance(sources, list) and len(sources) == len(info["names"])):
@@ -352,12 +409,21 @@ def build_model(cfg, data, device, log):
         model.input_norm.fit(data.train.feature_stats())
         log.info("inputs standardised with the training list's per-dimension mean and std")
     if cfg.model_pretrain:
-        state = torch.load(cfg.model_pretrain, map_location="cpu", weights_only=True)
+        state = load_checkpoint(cfg.model_pretrain, "--model_pretrain",
+                                "give a best.pth that train.py wrote, or a state dict saved with torch.save")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-        if getattr(model, "needs_dialogues", False) and not any(k.startswith("base.") for k in state):
-            model.base.load_state_dict(state)  # an utterance-level run initialises the wrapped model
-        else:
-            model.load_state_dict(state)
+        if not isinstance(state, dict):
+            raise DataError(f"--model_pretrain '{cfg.model_pretrain}' holds a {type(state).__name__}, not a state "
+                            "dict; give a best.pth that train.py wrote")
+        # an utterance-level run initialises the wrapped model of a context run
+        target = model.base if getattr(model, "needs_dialogues", False) and not any(
+            str(k).startswith("base.") for k in state) else model
+        try:
+            target.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as e:
+            why = " ".join(str(e).strip().splitlines()[0].split())[:200] if str(e).strip() else type(e).__name__
+            raise DataError(f"--model_pretrain '{cfg.model_pretrain}' does not fit model {cfg.model} ({why}); give "
+                            "the best.pth of a run with the same --model, --feat and model settings") from None
         log.info(f"initialised from {cfg.model_pretrain}")
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.l2, cfg.fused, log)
     log.info(f"model {cfg.model}: {count_parameters(model):,} parameters; {cfg.model_args}")
@@ -379,7 +445,7 @@ def _is_compiled(model):
 def resume_state(run_dir, model, optimizer, device, log, precision=None):
     """Model, optimiser, gradient scaler (fp16) and RNG state of the last finished epoch of an unfinished run."""
     last_path = os.path.join(run_dir, "last.pth")
-    state = torch.load(last_path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(last_path, "resume state", "delete it to train the run again from its first epoch")
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     if precision is not None and precision.scaler is not None and state.get("scaler"):
@@ -569,10 +635,14 @@ def compile_model(model, batch, precision=None, device="cpu", log=None):
 
 
 def is_better(row, best):
-    """Whether epoch ``row`` replaces ``best`` as the best epoch: a higher validation weighted F1, or the same F1 at
-    a lower validation loss (any epoch beats none)."""
-    return best is None or row["valid_f1"] > best["valid_f1"] or (
-        row["valid_f1"] == best["valid_f1"] and row["valid_loss"] < best["valid_loss"])
+    """Whether epoch ``row`` replaces ``best`` as the best epoch: a higher weighted F1 on the list that chooses
+    (``select_*`` where the split has a ``select_info``, else ``valid_*``), or the same F1 at a lower loss there
+    (any epoch beats none)."""
+    if best is None:
+        return True
+    on = "select" if "select_f1" in row else "valid"
+    return row[f"{on}_f1"] > best[f"{on}_f1"] or (
+        row[f"{on}_f1"] == best[f"{on}_f1"] and row[f"{on}_loss"] < best[f"{on}_loss"])
 
 
 def best_of(history):
@@ -603,6 +673,7 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
     last_path = os.path.join(run_dir, "last.pth")
     precision = precision or Precision("off", device)
     valid_labels = data.valid.labels.cpu().numpy()
+    select_labels = None if data.select is None else data.select.labels.cpu().numpy()
     stop = patience_met(history, cfg.patience)
     for epoch in range(start_epoch, cfg.epochs):
         if stop:
@@ -622,8 +693,13 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
         labels = valid_labels
         m = emotion_metrics(labels, probs.argmax(1))
         row = {"epoch": epoch + 1, "train_loss": losses / seen, "valid_loss": valid_loss, "valid_acc": m["acc"],
-               "valid_f1": m["f1"], "seconds": time.time() - t_epoch, "samples_per_s": seen / train_seconds,
-               "lr": optimizer.param_groups[0]["lr"]}
+               "valid_f1": m["f1"]}
+        if data.select is not None:  # the list that chooses the epoch; valid is only recorded
+            select_probs, _, select_loss = predict(model, data.select, eval_batch_size(cfg.batch_size))
+            ms = emotion_metrics(select_labels, select_probs.argmax(1))
+            row.update(select_loss=select_loss, select_acc=ms["acc"], select_f1=ms["f1"])
+        row.update(seconds=time.time() - t_epoch, samples_per_s=seen / train_seconds,
+                   lr=optimizer.param_groups[0]["lr"])
         history.append(row)
         improved = is_better(row, best)
         if improved:
@@ -631,8 +707,8 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
             save_checkpoint(os.path.join(run_dir, "best.pth"), model, {**meta, "epoch": epoch + 1,
                                                                        "valid_f1": m["f1"],
                                                                        "checkpoint_id": best["checkpoint"]})
-            prediction_frame(data.valid.names, probs, class_names, labels, weights, cfg.feat,
-                             best["checkpoint"]).pipe(write_csv, os.path.join(run_dir, "valid_pred.csv"))
+            prediction_frame(data.valid.names, probs, class_names, labels, weights, cfg.feat, best["checkpoint"],
+                             meta["selected_on"]["names"]).pipe(write_csv, os.path.join(run_dir, "valid_pred.csv"))
         write_csv(pd.DataFrame(history), os.path.join(run_dir, "metrics.csv"))
         torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch + 1,
@@ -641,13 +717,16 @@ def fit(cfg, model, optimizer, data, run_dir, history, best, start_epoch, meta, 
                    last_path + ".tmp")
         os.replace(last_path + ".tmp", last_path)
         log.info(f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} | valid loss "
-                 f"{valid_loss:.4f} acc {m['acc']:.4f} F1 {m['f1']:.4f} | {row['seconds']:.2f}s "
+                 f"{valid_loss:.4f} acc {m['acc']:.4f} F1 {m['f1']:.4f}"
+                 + (f" | select F1 {row['select_f1']:.4f}" if "select_f1" in row else "")
+                 + f" | {row['seconds']:.2f}s "
                  f"{row['samples_per_s']:.0f} samples/s{'  *best*' if improved else ''}")
         if tracker is not None:
             tracker.log_epoch(row)
         stop = patience_met(history, cfg.patience)
     if stop and len(history) < cfg.epochs:
-        log.info(f"early stop after epoch {len(history)}: no better validation F1 for {cfg.patience} epochs; best "
+        log.info(f"early stop after epoch {len(history)}: no better "
+                 f"{'select' if data.select is not None else 'validation'} F1 for {cfg.patience} epochs; best "
                  f"epoch {int(best_of(history)['epoch'])}")
     if os.path.isfile(last_path):  # the run is complete: the resume state is no longer needed
         os.remove(last_path)
@@ -665,7 +744,12 @@ def finish(cfg, run_dir, model, history, best, device, log, tracker=None):
                "samples_per_s": float(metrics["samples_per_s"].mean()), "parameters": count_parameters(model),
                "peak_memory_mb": _peak_memory_mb(device), "device": str(device), "checkpoint": best.get("checkpoint"),
                "epochs_run": len(history),
-               "stopped_early": bool(patience_met(history, cfg.patience) and len(history) < cfg.epochs)}
+               "stopped_early": bool(patience_met(history, cfg.patience) and len(history) < cfg.epochs),
+               "epoch_selection": SELECT_INFO if "select_f1" in best else "valid_info"}
+    if "select_f1" in best:
+        summary.update(select_loss=best["select_loss"], select_acc=best["select_acc"], select_f1=best["select_f1"])
+        log.info(f"best epoch {int(best['epoch'])} chosen on {SELECT_INFO} (select F1 {best['select_f1']:.4f}); "
+                 f"valid_info was only predicted: its F1 {best['valid_f1']:.4f} is held out")
     log.info(f"mean train throughput {summary['samples_per_s']:.0f} samples/s on {device}; "
              f"peak memory {summary['peak_memory_mb']:.0f} MB")
     if cfg.test:
@@ -760,9 +844,9 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         log.info(f"experts left out: {list(drop_experts)}")
     samples = SampleSet(stores, names, max_len=cfg.get("max_len"), device=device, source=f"'{names_csv}'")
     if getattr(model, "needs_dialogues", False):
-        extra = list(dialogue_csv if dialogue_csv is not None else ckpt.get("dialogue_csv") or [])
-        extra += [p for p in (names_csv, label_csv) if isinstance(p, str) and os.path.isfile(p)]
-        index = DialogueIndex.for_dataset(config.DATASETS.get(ckpt.get("dataset")), extra)
+        index = prediction_dialogues(ckpt.get("dataset"), dialogue_csv if dialogue_csv is not None else
+                                     ckpt.get("dialogue_csv"), names_csv, label_csv)
+        check_list_dialogues(index, names, f"name list '{names_csv}'")
         attach_dialogues(samples, index, log, f"'{names_csv}'")
     probs, weights, _, heads = predict(model, samples, batch_size, drop=drop, return_heads=True)
     labels, result = None, {"run_dir": run_dir, "n": len(names), "checkpoint": ckpt_id}
@@ -783,7 +867,8 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
         report, cm = full_report(labels, preds, class_names)
         result["report"], result["confusion"] = report, cm
         result["confusion_text"] = format_confusion(cm, class_names)
-    df = prediction_frame(names, probs, class_names, labels, weights, feats, ckpt_id)
+    selected_on = (ckpt.get("selected_on") or {}).get("names")
+    df = prediction_frame(names, probs, class_names, labels, weights, feats, ckpt_id, selected_on)
     if out_csv:
         os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
         write_csv(df, out_csv)
@@ -792,7 +877,8 @@ def evaluate_run(run_dir, names_csv, label_csv=None, out_csv=None, device="auto"
             head_names = list(feats) + ["cross-modal"] if heads.shape[1] == len(feats) + 1 else list(feats)
             for j, head in enumerate(head_names):
                 path = f"{os.path.splitext(out_csv)[0]}__head_{head}.csv"
-                write_csv(prediction_frame(names, heads[:, j], class_names, labels, checkpoint=ckpt_id), path)
+                write_csv(prediction_frame(names, heads[:, j], class_names, labels, checkpoint=ckpt_id,
+                                           selected_on=selected_on), path)
                 result["head_csvs"].append(path)
         if labels is not None and confusion_png:
             png = os.path.splitext(out_csv)[0] + "_confusion.png"

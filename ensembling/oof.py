@@ -31,6 +31,14 @@ are pooled and scored once (weighted F1). :func:`heldout_table` sets that held-o
 (fitted on and scored on all OOF rows) for soft voting (nothing fitted), the chosen voting and each rule in
 turn: where the in-sample figure is higher, the difference is what the fit learnt about its own rows.
 Everything is deterministic (the greedy fit and the offsets are).
+
+Epoch selection. Out-of-fold figures are held out only if no out-of-fold row chose its fold model's best
+epoch. Fold lists of ``build_splits.py --kfold`` hold an inner ``select_info`` list (part of each fold's
+training rows) that chooses the epoch (``--epoch_selection inner``, the default); with ``--epoch_selection
+out_of_fold`` (the former lists) each fold model chooses on its own out-of-fold rows, and every figure
+measured on them is optimistic. train.py and test.py mark each predicted row (``chose_epoch``: 1 where the row
+chose the checkpoint's epoch); :func:`epoch_selection` reads those marks from the fold files, and
+ensemble.py states in its report which selection ran.
 """
 
 import glob
@@ -213,6 +221,54 @@ def read_valid_groups(groups, class_names, items, flag="--valid_preds"):
     return Members(names=names, class_names=class_names, probs=probs, member_ids=member_ids(items),
                    labels=labels, paths=[p for g in groups for p in g], folds=np.asarray(folds0, dtype=np.int64),
                    groups=[list(g) for g in groups])
+
+
+@dataclass
+class EpochSelection:
+    """How the fold models of out-of-fold members chose their epochs: ``rows`` (rows of the members' fold
+    files), ``chose`` (of them, rows that chose their model's best epoch) and ``unknown`` (fold files without a
+    ``chose_epoch`` column: written before it existed, or not by train.py/test.py)."""
+    rows: int
+    chose: int
+    unknown: list
+
+    @property
+    def held_out(self):
+        """Whether no out-of-fold row chose an epoch (all files marked)."""
+        return not self.unknown and self.chose == 0
+
+    def line(self):
+        """The report's one line on it."""
+        if self.unknown:
+            return (f"epoch selection: unknown for {len(self.unknown)} fold file(s) (no chose_epoch column, e.g. "
+                    f"'{self.unknown[0]}'): if their models chose their epochs on these out-of-fold rows, the "
+                    "out-of-fold and held-out figures are optimistic; rewrite them with test.py --split_valid from "
+                    "runs trained by this version, whose checkpoints record the names that chose their epoch")
+        if self.chose:
+            return (f"epoch selection: ON THE OUT-OF-FOLD ROWS ({self.chose} of the members' {self.rows} out-of-fold "
+                    "predictions chose their fold model's best epoch), so the out-of-fold and held-out figures are "
+                    "optimistic; for held-out figures build the folds with an inner split "
+                    "(preprocess/build_splits.py --kfold K, --epoch_selection inner, the default) and retrain")
+        return (f"epoch selection: inner split (each fold list's select_info); none of the members' {self.rows} "
+                "out-of-fold predictions chose its fold model's epoch, so the out-of-fold figures are held out")
+
+
+def epoch_selection(groups):
+    """:class:`EpochSelection` of validation fold files (``groups``: one list of CSV paths per member), from
+    their ``chose_epoch`` column (engine/trainer.py ``prediction_frame``)."""
+    rows = chose = 0
+    unknown = []
+    for path in (p for g in groups for p in g):
+        if "chose_epoch" not in pd.read_csv(path, nrows=0).columns:
+            unknown.append(path)
+            continue
+        col = pd.to_numeric(pd.read_csv(path, usecols=["chose_epoch"])["chose_epoch"], errors="coerce")
+        if col.isna().any():
+            raise DataError(f"fold file '{path}': its chose_epoch column holds values other than 0 and 1; "
+                            "rewrite it with test.py --split_valid")
+        rows += len(col)
+        chose += int((col != 0).sum())
+    return EpochSelection(rows=rows, chose=chose, unknown=unknown)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 * ``sharding``: torchrun ranks, their fixed share of the name list, barriers
 * ``writer``: atomic ``.npy`` files, the manifest that identifies a feature folder, the report
 * ``runner``: the extraction loop behind ``preprocess/extract_features.py``
+* ``fitted_text``: ``--model tfidf-svd``, a text feature fitted on the training texts, written like the others
 * ``tiny_models``: small randomly initialised encoders of each family, saved like hub checkpoints, for the
   tests, the clip demo and the benchmark
 

@@ -12,7 +12,8 @@ Work is split in two so that decoding and preprocessing can run in worker proces
 * :class:`Preprocessor` (picklable, no model): raw input (waveform, RGB frames, text) -> units
 * :class:`Encoder` (the model, on its device): a list of units -> collated batch -> ``(states, keep)``
 
-Defaults follow MERTools, so that features match the published ones:
+Defaults follow MERTools, so that features match the published ones (image processors: the Pillow one, as
+in MERTools' time, whether or not torchvision is installed):
 
 ============== ===================================================================================
 family          default
@@ -22,8 +23,10 @@ wav2vec2, ...)  extractor's per-clip normalisation
 Whisper         encoder, last layer, over the frames that hold audio (MERTools: decoder states at
                 two start tokens, ``whisper_states="decoder"``)
 CLIP            the projected image embedding of every frame
-other images    last layer, summed over tokens, every frame (DINOv2: 64 frames sampled uniformly)
-VideoMAE        last layer, mean over patches, 16 frames sampled uniformly (last one repeated)
+other images    last layer, summed over tokens, every frame (DINOv2: 64 frames sampled uniformly, the last one
+                repeated for a shorter clip)
+VideoMAE        the model's output (``last_hidden_state``: the last layer after its final LayerNorm, where the
+                config has one), mean over patches, 16 frames sampled uniformly (last one repeated)
 text            sum of the last four hidden layers, mean over tokens (special tokens left out)
 sentence-trf.   the model's own sentence embedding (with ``--layers``: its transformer's hidden states, as
                 MERTools took them, pooled like any text model)
@@ -184,6 +187,26 @@ def sum_layers(hidden_states, idx):
     return out
 
 
+PAD_NOISE_MARGIN = 4  # the padding probe's allowance: this many times the dtype's measured noise ...
+PAD_FLOOR_EPS = 32    # ... or this many epsilons of the dtype (bfloat16: 0.25, float16: 0.031) ...
+PAD_FLOOR_MIN = 1e-4  # ... and never less than this (float32), whichever is larger
+
+
+def state_difference(a, b):
+    """How far ``b`` is from ``a``, two ``(T, D)`` state sequences of one unit, dimension by dimension: the largest
+    ``|b - a|`` over positions and dimensions, each dimension divided by its own RMS over ``a``'s positions (at least
+    the median dimension's, so that a nearly silent dimension does not blow up). A few massive dimensions set only
+    their own scale, so an error in the ordinary ones cannot hide behind them. ``inf`` when the shapes differ."""
+    import torch
+
+    if a.shape != b.shape:
+        return float("inf")
+    a, b = a.float(), b.float()
+    scale = a.pow(2).mean(0).sqrt()
+    scale = torch.maximum(scale, scale.median()).clamp_min(torch.finfo(torch.float32).tiny)
+    return float(((b - a).abs() / scale).max()) if a.numel() else 0.0
+
+
 def _pad_stack(arrays, length, value=0):
     """``(B, length, ...)`` array of ``arrays`` (each ``(n_i, ...)``, NumPy or CPU tensors), padded with ``value``."""
     arrays = [np.asarray(a) for a in arrays]
@@ -237,6 +260,32 @@ class AudioPreprocessor:
             units.append(piece)
             lengths.append(e - s)
         return Prepared(units, lengths, {"duration_s": round(n / self.sample_rate, 3), "windows": len(units)})
+
+
+def pillow_processor_kw():
+    """``AutoImageProcessor.from_pretrained`` arguments that ask for the Pillow image processor, the one of
+    MERTools' time: ``backend="pil"`` (transformers 5) or ``use_fast=False`` (4.x). Left to itself, transformers
+    takes the torchvision ("fast") processor wherever torchvision is installed, whose resize differs."""
+    import transformers
+
+    return {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
+
+
+def processor_identity(processor):
+    """``{"image_processor": its class name, "image_backend": "pil" | "torchvision" | "other"}``, for the identity
+    of the features: a folder made with one processor is not resumed with another."""
+    try:  # transformers 5: every image processor derives from one backend class
+        from transformers.image_processing_backends import PilBackend, TorchvisionBackend
+
+        backend = "pil" if isinstance(processor, PilBackend) else \
+            "torchvision" if isinstance(processor, TorchvisionBackend) else "other"
+    except ImportError:  # 4.x: the fast processors derive from BaseImageProcessorFast
+        try:
+            from transformers.image_processing_utils_fast import BaseImageProcessorFast
+        except ImportError:
+            BaseImageProcessorFast = ()
+        backend = "torchvision" if isinstance(processor, BaseImageProcessorFast) else "pil"
+    return {"image_processor": type(processor).__name__, "image_backend": backend}
 
 
 class ImagePreprocessor:
@@ -363,7 +412,8 @@ class Encoder:
 
     def to_device(self, batch):
         """A collated batch on the model's device: floating tensors in the model's dtype; on CUDA through pinned
-        memory with non-blocking copies."""
+        memory with non-blocking copies. A tensor travels in its own dtype and is cast on the device: a cast in
+        the same ``.to`` would convert it on the host, into pageable memory, and copy that synchronously."""
         import torch
 
         cuda = self.device.type == "cuda"
@@ -372,8 +422,9 @@ class Encoder:
             if torch.is_tensor(v):
                 if cuda:
                     v = v.pin_memory()
-                dtype = self.dtype if (v.is_floating_point() and self.dtype is not None) else v.dtype
-                v = v.to(self.device, dtype=dtype, non_blocking=cuda)
+                v = v.to(self.device, non_blocking=cuda)
+                if v.is_floating_point() and self.dtype is not None and v.dtype != self.dtype:
+                    v = v.to(self.dtype)
             out[k] = v
         return out
 
@@ -385,21 +436,33 @@ class Encoder:
         with torch.inference_mode():
             return self.forward(batch)
 
+    def _probe_states(self, units, lengths, row=0):
+        states, keep = self.run(units, lengths)
+        return states[row][keep[row]]
+
     def check_padding(self, probe_units, probe_lengths):
-        """Run the first probe unit alone and padded beside the longer second: equal (to float error) means
-        units of different lengths may share a batch. Sets ``pad_safe`` and ``padding_probe``."""
-        a_states, a_keep = self.run(probe_units[:1], probe_lengths[:1])
-        b_states, b_keep = self.run(probe_units, probe_lengths)
-        a = a_states[0][a_keep[0]]
-        b = b_states[0][b_keep[0]]
-        if a.shape != b.shape:
-            diff = float("inf")
-        else:
-            diff = float((a - b).abs().max() / a.abs().max().clamp_min(1e-6))
-        tol = 1e-3 if self.dtype is None or str(self.dtype) == "torch.float32" else 5e-2
-        self.pad_safe = diff <= tol
-        self.padding_probe = {"relative_difference": diff if math.isfinite(diff) else "shape differs",
-                              "tolerance": tol, "batching": "padded" if self.pad_safe else "equal-length"}
+        """Whether units of different lengths may share a batch. Sets ``pad_safe`` and ``padding_probe``.
+
+        The first probe unit runs alone, and padded beside the longer second; their states are compared by
+        :func:`state_difference`. The dtype's own noise is measured the same way, on the unit alone run again
+        and beside a copy of itself (another batch shape, no padding). Padding is harmless when the padded run
+        differs by at most ``PAD_NOISE_MARGIN`` times that noise, or ``PAD_FLOOR_EPS`` epsilons of the dtype
+        (at least ``PAD_FLOOR_MIN``) where the noise measures smaller (a CPU repeats itself exactly, yet rounds a
+        longer sequence differently)."""
+        import torch
+
+        alone = self._probe_states(probe_units[:1], probe_lengths[:1])
+        noise = max(state_difference(alone, self._probe_states(probe_units[:1], probe_lengths[:1])),
+                    *(state_difference(alone, self._probe_states([probe_units[0]] * 2, [probe_lengths[0]] * 2, row))
+                      for row in (0, 1)))
+        diff = state_difference(alone, self._probe_states(probe_units, probe_lengths))
+        dtype = self.dtype if self.dtype is not None else torch.float32
+        floor = max(PAD_FLOOR_EPS * float(torch.finfo(dtype).eps), PAD_FLOOR_MIN)
+        tol = max(floor, PAD_NOISE_MARGIN * noise) if math.isfinite(noise) else floor
+        self.pad_safe = diff <= tol  # (NaN compares False: unsafe)
+        self.padding_probe = {"difference": diff if math.isfinite(diff) else "shape differs", "noise": noise,
+                              "tolerance": tol, "dtype": str(dtype).replace("torch.", ""),
+                              "batching": "padded" if self.pad_safe else "equal-length"}
         return self.pad_safe
 
 
@@ -508,7 +571,7 @@ class ImageEncoder(Encoder):
             self.dim = int(vcfg.hidden_size)
         self.preprocessor = ImagePreprocessor(processor)
         self.settings = {"layers": layers, "layer_indices": self.layers,
-                         "token_pool": None if self.layers is None else token_pool}
+                         "token_pool": None if self.layers is None else token_pool, **processor_identity(processor)}
 
     def collate(self, units, lengths):
         import torch
@@ -534,19 +597,23 @@ class ImageEncoder(Encoder):
 
 
 class VideoMAEEncoder(Encoder):
-    """VideoMAE on ``num_frames``-frame segments: states per tubelet, mean over its patches."""
+    """VideoMAE on ``num_frames``-frame segments: states per tubelet, mean over its patches.
+
+    The default (``layers="last_hidden_state"``) is the model's output, as MERTools takes it: the last layer
+    after the final LayerNorm that models without mean pooling have (``use_mean_pooling`` false, as in
+    videomae-base and -large), the last layer itself otherwise. ``--layers`` sums hidden states instead."""
 
     modality = "visual"
     default_batch = {"cpu": 4, "cuda": 32}
 
     def __init__(self, ref, config, model, device, dtype, processor, layers):
         super().__init__(ref, config, model, device, dtype)
-        self.layers = parse_layers(layers, config.num_hidden_layers + 1)
+        self.layers = None if layers == "last_hidden_state" else parse_layers(layers, config.num_hidden_layers + 1)
         self.dim = int(config.hidden_size)
         self.num_frames = int(config.num_frames)
         self.preprocessor = ImagePreprocessor(processor, video_frames=self.num_frames)
         self.settings = {"layers": layers, "layer_indices": self.layers, "segment_frames": self.num_frames,
-                         "tubelet_size": int(config.tubelet_size)}
+                         "tubelet_size": int(config.tubelet_size), **processor_identity(processor)}
 
     def collate(self, units, lengths):
         import torch
@@ -557,8 +624,10 @@ class VideoMAEEncoder(Encoder):
         import torch
 
         x = self.preprocessor.to_pixels(batch["pixel_values"], self.dtype)
-        hs = self.model(pixel_values=x, output_hidden_states=True).hidden_states
-        tokens = sum_layers(hs, self.layers)
+        if self.layers is None:
+            tokens = self.model(pixel_values=x).last_hidden_state.float()
+        else:
+            tokens = sum_layers(self.model(pixel_values=x, output_hidden_states=True).hidden_states, self.layers)
         t = self.num_frames // int(self.config.tubelet_size)
         states = tokens.reshape(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2)
         return states, torch.ones(states.shape[:2], dtype=torch.bool, device=x.device)
@@ -719,9 +788,10 @@ def load_encoder(model, modality, device, dtype="auto", layers="default", token_
                 enc = AudioSSLEncoder(ref, config, net, device, torch_dtype, fe,
                                       "last4" if layers == "default" else layers, float(window_s or 10.0), sr)
         elif kind in ("image", "video"):
-            proc = ref.from_pretrained(transformers.AutoImageProcessor)
+            proc = ref.from_pretrained(transformers.AutoImageProcessor, **pillow_processor_kw())
             if kind == "video":
-                enc = VideoMAEEncoder(ref, config, net, device, torch_dtype, proc, "-1" if layers == "default" else layers)
+                enc = VideoMAEEncoder(ref, config, net, device, torch_dtype, proc,
+                                      "last_hidden_state" if layers == "default" else layers)
             else:
                 is_clip = hasattr(net, "get_image_features")
                 lay = ("proj" if is_clip else "-1") if layers == "default" else layers

@@ -38,8 +38,8 @@ class MediaError(Exception):
     """A clip whose input cannot be turned into encoder input. ``code`` is a short reason code for the
     extraction report, ``str(e)`` one human sentence naming the file and what is wrong.
 
-    Codes: ``missing_file``, ``unreadable``, ``no_audio_stream``, ``empty_audio``, ``no_video_stream``,
-    ``no_frames``, ``no_face``, ``bad_array``."""
+    Codes: ``missing_file``, ``unreadable``, ``truncated``, ``no_audio_stream``, ``empty_audio``,
+    ``no_video_stream``, ``no_frames``, ``no_face``, ``bad_array``."""
 
     def __init__(self, code, message):
         super().__init__(message)
@@ -153,9 +153,15 @@ def load_audio(path, sample_rate=16000):
 
     Channels are mixed to mono as their mean (what ``ffmpeg -ac 1`` does for stereo into 16-bit; FFmpeg's
     float downmix sums the two at -3 dB, which would leave [-1, 1]). An AAC track in an MP4/MOV/M4A
-    container is cut to the length its edit list states (the encoder pads the last frame)."""
+    container is cut to the length its edit list states (the encoder pads the last frame). A WAV file that
+    holds less than its header promises (a copy cut short) raises MediaError("truncated"), where FFmpeg would
+    decode what is there without a word."""
     av = _av()
     path = _require(path)
+    extent = _wav_extent(path)
+    if extent is not None and extent[0] - extent[1] > WAV_SHORTFALL_S:
+        raise MediaError("truncated", f"{path} is cut short: its header promises {extent[0]:.3f} s of audio, the "
+                                      f"file holds {extent[1]:.3f} s.")
     chunks, errors = [], []
     with _Container(path) as container:
         stream = _first_stream(container, "audio", path, "no_audio_stream")
@@ -181,6 +187,43 @@ def load_audio(path, sample_rate=16000):
     if declared is not None and declared < samples.size <= declared + 2 * sample_rate // 10:
         samples = samples[:declared]
     return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+WAV_SHORTFALL_S = 0.01  # a WAV file short of its header's length by more than this is reported truncated
+_WAV_PCM_TAGS = (1, 3, 6, 7, 0xFFFE)  # PCM, IEEE float, A-law, mu-law, extensible: a length exact to the sample
+
+
+def _wav_extent(path):
+    """``(promised, held)`` seconds of a RIFF/WAVE file's sample data: what its header's data chunk states and
+    what the file holds of it. None for any other file, a compressed format (its byte rate is an average), or a
+    header that states no length (a streaming writer's 0 or 0xFFFFFFFF)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        byte_rate = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(16)
+                if len(fmt) < 16 or n < 16:
+                    return None
+                tag, _, _, byte_rate = struct.unpack("<HHII", fmt[:12])
+                if tag not in _WAV_PCM_TAGS or not byte_rate:
+                    return None
+                f.seek(n - 16 + (n & 1), os.SEEK_CUR)
+            elif cid == b"data":
+                if byte_rate is None or n in (0, 0xFFFFFFFF):
+                    return None
+                return n / byte_rate, min(n, size - f.tell()) / byte_rate
+            else:
+                f.seek(n + (n & 1), os.SEEK_CUR)
 
 
 def _mono(frame):

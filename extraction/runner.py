@@ -4,9 +4,12 @@ One process (or one torchrun rank) does, in order:
 
 1. resolve the names (a data set's label, test and unlabelled lists, or a ``--names`` CSV), load the model
    (timing and logging where from), and probe whether padding changes its output;
-2. rank 0 checks the output folder against the settings (:func:`extraction.writer.check_folder`) and writes
-   the manifest; every rank gets its verdict;
-3. take this rank's fixed share of the sorted names and drop those whose file is already there and valid;
+2. rank 0 takes the output folder's lock (held to the end of the run: a second extraction into the folder is
+   refused), checks the folder against the settings (:func:`extraction.writer.check_folder`) and writes the
+   manifest; every rank gets its verdict and the input fingerprints the folder recorded;
+3. take this rank's fixed share of the sorted names and drop those whose file is already there and valid and
+   whose input is unchanged (its fingerprint, :meth:`extraction.sources.Sources.fingerprint`, is the one
+   recorded; a clip with none recorded is kept as it is);
 4. decode and preprocess clips in ``--workers`` processes (a ``DataLoader``), gather a buffer of clips, sort
    their units by length and run them through the model in batches (pinned memory and non-blocking copies
    on CUDA, ``torch.inference_mode``), pool each clip's states and write its file atomically;
@@ -33,8 +36,11 @@ from dataloader.files import DataError, read_names_csv
 
 LEVELS = ("UTT", "FRM")
 SAVE_DTYPES = ("float16", "float32")
+DONE = ("ok", "redone", "exists")  # report statuses of a clip that has its file
+INPUT_CHANGED = "input changed since its file was written"
 CONFIG_DICT = {"audio": "FEAT_AUDIO_DICT", "visual": "FEAT_VIDEO_DICT", "text": "FEAT_TEXT_DICT"}
-# MERTools' frame counts per image family (face crops: every frame, DINOv2 64 uniform; VideoMAE 16 uniform)
+# MERTools' frame counts per image family (face crops: every frame; DINOv2 64 uniform and VideoMAE 16 uniform,
+# both through MERTools' resampling, which repeats the last frame of a shorter clip up to the count)
 FAMILY_FRAMES = {"dinov2": 64, "dinov2_with_registers": 64}
 
 
@@ -156,11 +162,11 @@ class Extractor:
         return seq if len(seq) else None
 
 
-def _report_row(name, status, reason="", path="", info=None, rank=0):
+def _report_row(name, status, reason="", path="", info=None, rank=0, fingerprint=None):
     info = info or {}
     return {"name": name, "status": status, "reason": reason, "input": path, "duration_s": info.get("duration_s"),
             "windows": info.get("windows"), "frames": info.get("frames"), "tokens": info.get("tokens"),
-            "truncated_tokens": info.get("truncated_tokens"), "rank": rank}
+            "truncated_tokens": info.get("truncated_tokens"), "rank": rank, "input_fingerprint": fingerprint}
 
 
 def extract_share(names, sources, encoder, out, level, save_dtype, batch_size, workers, rank=0, progress=True,
@@ -298,7 +304,9 @@ def check_batching(encoder):
 
 
 def frame_rule_for(encoder, frames=None, fps=None):
-    """The frames a visual clip gives: the user's ``--frames``/``--fps``, else MERTools' count for the family."""
+    """The frames a visual clip gives: the user's ``--frames``/``--fps``, else MERTools' count for the family. The
+    families MERTools resamples (DINOv2, VideoMAE) always give that many frames, the last repeated, as MERTools'
+    resampling does; with ``--frames N`` they give N the same way."""
     if isinstance(encoder, enc_mod.VideoMAEEncoder):
         if fps:
             raise DataError("VideoMAE takes fixed segments of frames: use --frames, not --fps")
@@ -306,9 +314,10 @@ def frame_rule_for(encoder, frames=None, fps=None):
             raise DataError(f"VideoMAE '{encoder.ref.label}' takes segments of {encoder.num_frames} frames; "
                             f"--frames {frames} cannot be used with it")
         return FrameRule(encoder.num_frames, None, pad=True)
+    resampled = encoder.family in FAMILY_FRAMES
     if frames or fps:
-        return FrameRule(frames, fps)
-    return FrameRule(FAMILY_FRAMES.get(encoder.family), None)
+        return FrameRule(frames, fps, pad=bool(frames) and resampled)
+    return FrameRule(FAMILY_FRAMES.get(encoder.family), None, pad=resampled)
 
 
 def resolve_names(args):
@@ -332,6 +341,10 @@ def check_args(args):
         raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
     if args.batch_size is not None and args.batch_size < 1:
         raise DataError(f"--batch_size {args.batch_size}: give a positive number of units per batch")
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit {limit}: give a positive number of names (the first N, sorted), or leave it out "
+                        "for all")
 
 
 def output_folder(args, encoder, sources):
@@ -345,8 +358,28 @@ def output_folder(args, encoder, sources):
     return os.path.join(config.FEATURE_ROOT, args.dataset, feature), feature
 
 
+def take_folder(out, identity, encoder, sources, names, lists, logger):
+    """Rank 0: lock ``out`` for the run, then :func:`open_folder`. Returns ``(lock, verdict, recorded input
+    fingerprints)``: a refusal is the verdict, with no lock held and no folder of this run's making left."""
+    made = writer.missing_folders(out)
+    try:
+        lock = writer.lock_folder(out)
+    except DataError as e:  # in use by another extraction (its folder holds its lock: left as it is), or not made
+        writer.unlock_folder(None, made)
+        return None, str(e), None
+    try:
+        old = open_folder(out, identity, encoder, sources, names, lists, logger)
+    except BaseException as e:
+        writer.unlock_folder(lock, made)
+        if isinstance(e, DataError):
+            return None, str(e), None
+        raise
+    return lock, None, (old or {}).get("input_fingerprints", {})
+
+
 def open_folder(out, identity, encoder, sources, names, lists, logger):
-    """Rank 0: refuse a folder made with other settings, clean what killed runs left, write the manifest."""
+    """Rank 0: refuse a folder made with other settings, clean what killed runs left, write the manifest;
+    returns the folder's earlier manifest (None for a new folder)."""
     os.makedirs(out, exist_ok=True)
     old = writer.check_folder(out, identity)
     removed = writer.clean_stale_tmp(out)
@@ -355,9 +388,10 @@ def open_folder(out, identity, encoder, sources, names, lists, logger):
         "status": "running", "model": {"source": encoder.ref.source, "label": encoder.ref.label},
         "padding_probe": encoder.padding_probe, "inputs": sources.describe(),
         "names": {"count": len(names), "lists": lists}, "versions": writer.versions(),
-        "runs": (old or {}).get("runs", [])})
+        "runs": (old or {}).get("runs", []), "input_fingerprints": (old or {}).get("input_fingerprints", {})})
     logger.info(f"output {out} ({'resuming: ' + str(old.get('counts', {})) if old else 'new folder'}"
                 f"{f'; removed {removed} temporary files of killed runs' if removed else ''})")
+    return old
 
 
 def close_folder(out, rows, names, encoder, world, seconds):
@@ -366,14 +400,22 @@ def close_folder(out, rows, names, encoder, world, seconds):
     rows = rows + [_report_row(n, "missing", "no file and no error record (did a process end early?)")
                    for n in names if n not in seen]
     for r in rows:
-        if r["status"] in ("ok", "exists") and not os.path.isfile(writer.feature_path(out, r["name"])):
+        if r["status"] in DONE and not os.path.isfile(writer.feature_path(out, r["name"])):
             r.update(status="missing", reason="reported written, but the file is gone")
     report = writer.write_report(out, rows)
-    failed = int((~report.status.isin(["ok", "exists"])).sum())
+    failed = int((~report.status.isin(DONE)).sum())
     counts = {"names": len(names), "written": int((report.status == "ok").sum()),
-              "kept": int((report.status == "exists").sum()), "failed": failed}
+              "redone": int((report.status == "redone").sum()), "kept": int((report.status == "exists").sum()),
+              "failed": failed}
     manifest = writer.read_manifest(out)
-    manifest.update(status="incomplete" if failed else "complete", counts=counts, dim=encoder.dim)
+    recorded = manifest.get("input_fingerprints") or {}
+    for r in rows:  # the input each file was made from; names of other runs keep theirs
+        if r["status"] not in DONE:
+            recorded.pop(r["name"], None)
+        elif r.get("input_fingerprint"):
+            recorded[r["name"]] = r["input_fingerprint"]
+    manifest.update(status="incomplete" if failed else "complete", counts=counts, dim=encoder.dim,
+                    input_fingerprints=dict(sorted(recorded.items())))
     manifest["runs"].append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": world,
                              "device": str(encoder.device), "seconds": round(seconds, 1), **counts})
     writer.write_manifest(out, manifest)
@@ -382,18 +424,20 @@ def close_folder(out, rows, names, encoder, world, seconds):
 
 def run(args, logger):
     """Extract one feature for the names of ``args``; returns the exit status (0 done, 1 some clips failed)."""
-    from common.utils import resolve_device
+    from common.utils import process_device
 
     shard = Shard()
     t_start = time.time()
+    lock = None  # rank 0's hold on the output folder, from before its check to the end of the run
     try:
         check_args(args)
+        # under torchrun GPU LOCAL_RANK (--gpu without it), made current before any other CUDA call
+        device = process_device(args.device, args.gpu)
         names, lists = resolve_names(args)
         ds = config.DATASETS.get(args.dataset, {}) if args.dataset else {}
         # text inputs need nothing of the model: their table (its names checked too) is read before the model loads
         sources = Sources("text", **input_folders(args, ds), subtitle_col=args.subtitle_col) \
             if args.modality == "text" else None
-        device = resolve_device(args.device, shard.local_rank if shard.world > 1 else args.gpu)
         encoder = enc_mod.load_encoder(args.model, args.modality, device, dtype=args.dtype, layers=args.layers,
                                        token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
                                        max_tokens=args.max_tokens, whisper_states=args.whisper_states,
@@ -406,49 +450,93 @@ def run(args, logger):
                               sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
         check_batching(encoder)
         out, feature = output_folder(args, encoder, sources)
-        verdict = None
+        verdict, recorded = None, None
         if shard.main:  # one process decides about the folder; every rank gets its verdict
             identity = {**enc_mod.describe(encoder), "level": args.level, "file_dtype": args.save_dtype,
                         **sources.identity()}
-            try:
-                open_folder(out, identity, encoder, sources, names, lists, logger)
-            except DataError as e:
-                verdict = str(e)
-        verdict = shard.broadcast(verdict)
+            lock, verdict, recorded = take_folder(out, identity, encoder, sources, names, lists, logger)
+        verdict, recorded = shard.broadcast((verdict, recorded))
         if verdict:
             raise DataError(verdict)
-    except DataError:
+    except (DataError, ValueError):
         shard.close()
         raise
+    try:
+        return _run_in_folder(args, logger, shard, t_start, names, lists, sources, encoder, out, feature, recorded)
+    finally:
+        if lock is not None:
+            writer.unlock_folder(lock)
+
+
+def split_done(share, out, encoder, level, save_dtype, sources, recorded):
+    """``(done, changed, fingerprints, counts)`` of this rank's share: valid files whose input is unchanged,
+    valid files whose input changed (to redo), every name's input fingerprint now, and how many were kept
+    without a recorded fingerprint or without an input to compare."""
+    fps = {n: sources.fingerprint(n) for n in share}
+    done, changed, unknown, gone = [], [], 0, 0
+    for n in share:
+        if not writer.is_valid_feature(writer.feature_path(out, n), encoder.dim, level, save_dtype):
+            continue
+        was, now = recorded.get(n), fps[n]
+        if was is None or now is None or was == now:
+            done.append(n)
+            unknown += was is None
+            gone += was is not None and now is None
+        else:
+            changed.append(n)
+    return done, changed, fps, {"unknown": unknown, "gone": gone}
+
+
+def _run_in_folder(args, logger, shard, t_start, names, lists, sources, encoder, out, feature, recorded):
+    """Steps 3 to 5 of the module docstring, in a folder this run may write (rank 0 holds its lock)."""
     _log_to_file(logger, os.path.join(out, "extract.log" if shard.main else f"extract.rank{shard.rank}.log"))
     logger.info(f"feature {feature}: model {encoder.ref.label} ({encoder.family}, {encoder.ref.source} "
                 f"{encoder.ref.path}) on {encoder.device}, loaded in {encoder.load_seconds:.1f}s; level {args.level}; "
                 f"settings {encoder.settings}")
     share = shard.take(names)
     t_check = time.time()
-    done = [n for n in share if writer.is_valid_feature(writer.feature_path(out, n), encoder.dim, args.level,
-                                                         args.save_dtype)]
-    done_set = set(done)
-    todo = [n for n in share if n not in done_set]
+    recorded = recorded or {}
+    done, changed, fps, kept = split_done(share, out, encoder, args.level, args.save_dtype, sources, recorded)
+    for n in changed:  # its old feature goes now: should the new input fail, no stale file stays behind
+        os.remove(writer.feature_path(out, n))
+    skip = set(done)
+    todo = [n for n in share if n not in skip]
     if shard.main:
         logger.info(f"{len(names)} names ({', '.join(lists)}), {shard.world} process(es); input: {sources.describe()}; "
                     f"padding: {encoder.padding_probe}")
-    logger.info(f"rank {shard.rank}: {len(share)} names, {len(done)} already extracted (checked in "
-                f"{time.time() - t_check:.1f}s), {len(todo)} to do on {encoder.device}")
+    logger.info(f"rank {shard.rank}: {len(share)} names, {len(done)} already extracted, {len(changed)} to redo as "
+                f"their input changed (inputs and files checked in {time.time() - t_check:.1f}s), {len(todo)} to do on "
+                f"{encoder.device}")
+    if kept["unknown"]:
+        logger.info(f"rank {shard.rank}: {kept['unknown']} clips have no recorded input fingerprint (extracted "
+                    "before fingerprints were recorded): kept as they are, unchecked; their inputs are recorded from "
+                    "now on, so a later change is redone")
+    if kept["gone"]:
+        logger.info(f"rank {shard.rank}: {kept['gone']} clips kept whose input is no longer there (nothing to "
+                    "compare)")
     workers = args.workers if args.workers is not None else default_workers(args.modality, encoder.device)
     batch = args.batch_size or encoder.default_batch["cuda" if encoder.device.type == "cuda" else "cpu"]
-    rows = [_report_row(n, "exists", "", sources.input_of(n), None, shard.rank) for n in done]
-    rows += extract_share(todo, sources, encoder, out, args.level, args.save_dtype, batch, workers, rank=shard.rank,
-                          progress=not args.quiet, logger=logger)
-    all_rows = shard.gather(rows)
+    rows = [_report_row(n, "exists", "", sources.input_of(n), None, shard.rank, fps[n] or recorded.get(n))
+            for n in done]
+    new_rows = extract_share(todo, sources, encoder, out, args.level, args.save_dtype, batch, workers,
+                             rank=shard.rank, progress=not args.quiet, logger=logger)
+    redo = set(changed)
+    for r in new_rows:
+        r["input_fingerprint"] = fps[r["name"]]
+        if r["name"] in redo:
+            if r["status"] == "ok":
+                r.update(status="redone", reason=INPUT_CHANGED)
+            else:
+                r["reason"] = f"{INPUT_CHANGED}; now: {r['reason']}"
+    all_rows = shard.gather(rows + new_rows)
     status = 0
     if shard.main:
         report = close_folder(out, [r for part in all_rows for r in part], names, encoder, shard.world,
                               time.time() - t_start)
         registered = register_in_dataset(args.dataset, out, feature, args.modality, encoder.dim, args.level,
-                                         report.status.isin(["ok", "exists"]).any())
+                                         report.status.isin(DONE).any())
         print(summarize(report, out, feature, args.modality, encoder.dim, registered=registered))
-        status = 0 if report.status.isin(["ok", "exists"]).all() else 1
+        status = 0 if report.status.isin(DONE).all() else 1
     shard.barrier()
     shard.close()
     return status
@@ -486,7 +574,7 @@ def register_in_dataset(dataset, out, feature, modality, dim, level, any_written
 def summarize(report, out, feature, modality, dim, max_listed=15, registered=None):
     """The end of a run, as text: counts, failures with reasons, what was cut, and the config.py line."""
     counts = report["status"].value_counts()
-    failed = report[~report.status.isin(["ok", "exists"])]
+    failed = report[~report.status.isin(DONE)]
     lines = []
     trunc = report.loc[report.truncated_tokens.fillna(0).astype(float) > 0]
     if len(trunc):
@@ -511,6 +599,7 @@ def summarize(report, out, feature, modality, dim, max_listed=15, registered=Non
     else:
         lines.append("paste into config.py:")
         lines.append("    " + config_line(modality, feature, out, dim))
-    lines.append(f"done: {len(report)} clips, {counts.get('ok', 0)} written, {counts.get('exists', 0)} already there, "
-                 f"{len(failed)} failed; features in {out}, report {writer.REPORT}")
+    redone = f"{counts['redone']} redone (input changed), " if counts.get("redone", 0) else ""
+    lines.append(f"done: {len(report)} clips, {counts.get('ok', 0)} written, {redone}{counts.get('exists', 0)} already "
+                 f"there, {len(failed)} failed; features in {out}, report {writer.REPORT}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ Every failure is a :class:`extraction.media.MediaError` with a reason code, so t
 the clip and go on.
 """
 
+import hashlib
 import os
 
 import config
@@ -26,7 +27,8 @@ from dataloader.files import SUBTITLE_COLUMNS, DataError, index_files, read_name
 
 class FrameRule:
     """Which frames a visual clip gives: every frame, ``num_frames`` sampled uniformly (MERTools' rule;
-    ``pad`` repeats the last for fixed-length video models), or ``fps`` frames a second (video files only)."""
+    ``pad`` repeats the last up to ``num_frames``, as MERTools' resampling for DINOv2 and VideoMAE does), or
+    ``fps`` frames a second (video files only)."""
 
     def __init__(self, num_frames=None, fps=None, pad=False):
         if num_frames is not None and fps is not None:
@@ -150,6 +152,29 @@ class Sources:
         if self.modality == "visual" and name in self.face_entries:
             return self.face_entries[name][1]
         return self.audio.get(name) or self.video.get(name) or ""
+
+    def fingerprint(self, name):
+        """What a clip's feature was made from, in a short string, or None when it has no input now.
+
+        Text: a SHA-256 of the text given to the model. Media: the size and mtime (ns) of the input file, as
+        the feature packs check their files (dataloader/features.py); an image folder: a hash of its files'
+        names, sizes and mtimes. One ``stat`` per file; the file is not read."""
+        if self.modality == "text":
+            if name not in self.texts:
+                return None
+            return "sha256:" + hashlib.sha256(str(self.texts[name]).strip().encode("utf-8")).hexdigest()[:16]
+        kind, path = self.face_entries.get(name) or ("file", self.audio.get(name) or self.video.get(name))
+        try:
+            if kind != "images":
+                if not path:
+                    return None
+                st = os.stat(path)
+                return f"{st.st_size}:{st.st_mtime_ns}"
+            with os.scandir(path) as it:
+                files = sorted((e.name, st.st_size, st.st_mtime_ns) for e in it if e.is_file() for st in [e.stat()])
+        except OSError:
+            return None
+        return f"{len(files)} files:" + hashlib.sha256(repr(files).encode("utf-8")).hexdigest()[:16]
 
     def missing(self, name):
         """The MediaError for a name with no input."""

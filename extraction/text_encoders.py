@@ -86,7 +86,7 @@ class TfidfSvdEncoder:
             raise DataError(
                 f"--dim {self.dim} is too large for the fitting texts ({len(texts)} texts, {n_terms} distinct "
                 f"1-2 grams): TruncatedSVD needs dim < {n_terms} and dim <= {len(texts)}; lower --dim or fit "
-                "on more training descriptions")
+                "on more training texts")
         svd = TruncatedSVD(n_components=self.dim, algorithm="randomized", n_iter=7, random_state=self.seed)
         svd.fit(tf)
         self.vectorizer, self.svd = vec, svd

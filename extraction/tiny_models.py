@@ -81,8 +81,9 @@ def _conv_front_end(hidden, channels=None):
 
 
 def build_tiny_model(family, hidden=32, layers=2, heads=2, image_size=32, patch_size=8, texts=None,
-                     max_length=64, seed=0, vocab_size=None, intermediate=None, conv_channels=None):
-    """``(model, kind)`` for ``family``, randomly initialised with ``seed``; ``kind`` names its preprocessor."""
+                     max_length=64, seed=0, vocab_size=None, intermediate=None, conv_channels=None, vision_config=None):
+    """``(model, kind)`` for ``family``, randomly initialised with ``seed``; ``kind`` names its preprocessor.
+    ``vision_config``: more config fields for the vision families (e.g. ``{"use_mean_pooling": True}``)."""
     import torch
     import transformers as T
 
@@ -109,7 +110,7 @@ def build_tiny_model(family, hidden=32, layers=2, heads=2, image_size=32, patch_
                               num_mel_bins=80, max_source_positions=1500, max_target_positions=64, vocab_size=64,
                               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
         return T.WhisperModel(cfg), "whisper"
-    vision = dict(common, image_size=image_size, patch_size=patch_size)
+    vision = dict(common, image_size=image_size, patch_size=patch_size, **(vision_config or {}))
     if family == "clip":
         cfg = T.CLIPConfig(vision_config=vision, projection_dim=hidden // 2,
                            text_config=dict(common, vocab_size=64, max_position_embeddings=32, bos_token_id=1,
@@ -119,8 +120,9 @@ def build_tiny_model(family, hidden=32, layers=2, heads=2, image_size=32, patch_
         return T.Dinov2Model(T.Dinov2Config(**vision)), "bit"
     if family == "vit":
         return T.ViTModel(T.ViTConfig(**vision), add_pooling_layer=False), "vit"
-    if family == "videomae":
-        return T.VideoMAEModel(T.VideoMAEConfig(num_frames=16, tubelet_size=2, **vision)), "videomae"
+    if family == "videomae":  # videomae-base and -large: no mean pooling, so a final LayerNorm (override to vary)
+        return T.VideoMAEModel(T.VideoMAEConfig(**{"num_frames": 16, "tubelet_size": 2, "use_mean_pooling": False,
+                                                   **vision})), "videomae"
     texts = list(texts or _DEFAULT_TEXTS)
     n_vocab = len(_SPECIAL) + len(_words(texts)) + 2
     if family == "bert":
@@ -137,13 +139,15 @@ def build_tiny_model(family, hidden=32, layers=2, heads=2, image_size=32, patch_
 
 
 def save_tiny_model(family, folder, hidden=32, layers=2, heads=2, image_size=32, patch_size=8, texts=None,
-                    max_length=64, seed=0, intermediate=None, conv_channels=None):
+                    max_length=64, seed=0, intermediate=None, conv_channels=None, vision_config=None):
     """Build a tiny ``family`` model and save it with its preprocessor to ``folder``; returns ``folder``.
 
     ``texts`` sets the vocabulary of text models (their words and CJK characters); ``max_length`` their
     position limit, so that truncation can be tested. ``intermediate`` (feed-forward width, default
     2 x hidden) and ``conv_channels`` (audio front end, default hidden) let the benchmark build real-size
     shapes (e.g. HuBERT-large: hidden 1024, 24 layers, 16 heads, intermediate 4096, 512 channels).
+    ``vision_config`` sets more config fields of a vision family (VideoMAE: ``{"use_mean_pooling": True}``; the
+    default is videomae-base's False, whose model ends in a LayerNorm).
     """
     import transformers as T
 
@@ -153,7 +157,7 @@ def save_tiny_model(family, folder, hidden=32, layers=2, heads=2, image_size=32,
     vocab_size = _save_llm_tokenizer(folder, texts or _DEFAULT_TEXTS, max_length, family) \
         if family in ("qwen2", "llama") else None
     model, kind = build_tiny_model(family, hidden, layers, heads, image_size, patch_size, texts, max_length, seed,
-                                   vocab_size, intermediate, conv_channels)
+                                   vocab_size, intermediate, conv_channels, vision_config)
     model.eval().save_pretrained(folder)
     crop = {"height": image_size, "width": image_size}
     if kind in ("wav2vec2", "wav2vec2-nomask"):

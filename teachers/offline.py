@@ -181,10 +181,10 @@ class ZeroShotTeacher:
         self.method = (f"zero-shot cosine similarity of the {self.encoder.short_name} embedding to label "
                        f"descriptions, softmax at temperature {self.temperature:g}")
 
-    def predict(self, texts):
+    def predict(self, texts, embeddings=None):
         """``(scores (n, k), strength (n,), notes, labels)``: notes are the per-text descriptions; labels None
-        means the top score."""
-        sims = self.encoder.encode(texts) @ self.prototypes.T
+        means the top score. ``embeddings``: the texts' unit-length embeddings where already made (else encoded)."""
+        sims = (self.encoder.encode(texts) if embeddings is None else embeddings) @ self.prototypes.T
         scores = _softmax(sims / self.temperature)
         notes = [f"zero-shot similarity to label descriptions; top: {_top_text(self.emotions, s)}" for s in scores]
         return scores, top_two_margin(scores), notes, None
@@ -414,10 +414,12 @@ def write_jsonl(path, records):
     return path
 
 
-def label_texts(teacher, names, texts, confidence="quantile", log=print):
-    """Run a teacher over the texts; the records in the teacher file format, in input order."""
+def label_texts(teacher, names, texts, confidence="quantile", log=print, embeddings=None):
+    """Run a teacher over the texts; the records in the teacher file format, in input order. ``embeddings``: the
+    texts' embeddings, for a teacher that embeds them (see :func:`registered_embeddings`)."""
     t0 = time.time()
-    scores, strength, notes, labels = teacher.predict(list(texts))
+    scores, strength, notes, labels = teacher.predict(list(texts)) if embeddings is None else \
+        teacher.predict(list(texts), embeddings=embeddings)
     if labels is None:
         labels = [teacher.emotions[i] for i in np.argmax(scores, axis=1)]
     levels, source = confidence_levels(strength, confidence, teacher.fixed_edges)
@@ -440,19 +442,123 @@ def _summary(records, log):
     log("confidence: " + ", ".join(f"{c}: {levels.get(c, 0)}" for c in range(N_LEVELS)))
 
 
-def run(teacher_kind, names, texts, emo_rule, out, confidence="quantile", progress=True, log=print, **teacher_args):
-    """Build the teacher, label the texts, write ``out``; returns the records."""
+def run(teacher_kind, names, texts, emo_rule, out, confidence="quantile", progress=True, log=print, dataset=None,
+        texts_path=None, **teacher_args):
+    """Build the teacher, label the texts, write ``out``; returns the records. With ``dataset`` and ``texts_path``
+    (its transcripts), a sentence-encoder teacher reuses a registered feature of the same model and texts
+    (:func:`registered_embeddings`)."""
     if teacher_kind not in TEACHERS:
         raise DataError(f"unknown --teacher '{teacher_kind}' (offline teachers: {', '.join(TEACHERS)})")
     if not names:
         raise DataError("no text to label: the texts (after --names) are empty")
     emotions = label_set(emo_rule)
     teacher = TEACHERS[teacher_kind](emotions, progress=progress, log=log, **teacher_args)
-    records = label_texts(teacher, names, texts, confidence=confidence, log=log)
+    embeddings = None
+    if dataset and texts_path and hasattr(teacher, "encoder"):
+        embeddings = registered_embeddings(dataset, teacher.encoder, names, texts, texts_path, log)
+    records = label_texts(teacher, names, texts, confidence=confidence, log=log, embeddings=embeddings)
     write_jsonl(out, records)
     _summary(records, log)
     log(f"wrote {len(records)} records to {out}")
     return records
+
+# ------------------------------------------------------------------------------------------- reusing a feature
+SENTENCE_SPECS = ("package:", "pip:", "sentence-transformers:", "st:")
+
+
+def _model_ref(spec):
+    """The extractor's ModelRef of a sentence-encoder spec (``package:X`` as it is; ``sentence-transformers:Y`` is
+    ``--model Y``), or None for another kind of encoder."""
+    from extraction.encoders import ModelRef
+
+    kind, _, arg = str(spec).partition(":")
+    if not arg or f"{kind.lower()}:" not in SENTENCE_SPECS:
+        return None
+    return ModelRef(f"package:{arg}" if kind.lower() in ("package", "pip") else arg)
+
+
+def _label(label):
+    return "package:" + label[4:] if str(label).startswith("pip:") else str(label)
+
+
+def feature_mismatch(settings, ref, max_tokens):
+    """Why a feature folder's settings are not this sentence encoder's embedding of the ``text`` column (None:
+    they are)."""
+    want = {"family": "sentence-transformers", "pooling": "sentence-transformers", "modality": "text",
+            "level": "UTT", "subtitle_col": "text", "model": _label(ref.label), "weights": ref.weights_id()}
+    if max_tokens is not None:
+        want["max_tokens"] = int(max_tokens)
+    got = dict(settings, model=_label(settings.get("model")))
+    diff = [f"{k} {got.get(k)!r}, the teacher's {v!r}" for k, v in want.items() if got.get(k) != v]
+    return "; ".join(diff) or None
+
+
+def registered_embeddings(dataset, encoder, names, texts, texts_path, log=print):
+    """The unit-length embeddings of ``texts`` (one row per name) taken from a registered text feature of
+    ``dataset`` that ``extract_features.py`` made with the teacher's sentence encoder (same model, weights,
+    pooling and token limit, from the same ``text`` column of the data set's transcripts), or None. A row is
+    reused only where the feature's manifest recorded the fingerprint of the same text (a transcript changed
+    since is embedded again, as is a name without a file). Says in ``log`` what it reused, or why not."""
+    from extraction import writer
+    from extraction.sources import Sources
+
+    ds = config.DATASETS.get(dataset) or {}
+    transcripts = ds.get("transcripts_csv")
+    if not transcripts or os.path.abspath(texts_path) != os.path.abspath(transcripts):
+        return None
+    try:
+        ref = _model_ref(getattr(encoder, "spec", ""))
+    except DataError:
+        ref = None
+    if ref is None:
+        return None
+    max_tokens = getattr(getattr(encoder, "model", None), "max_seq_length", None)
+    fingerprints = None
+    for feat in config.dataset_features(dataset):
+        try:
+            modality, dim, folder = config.find_feature(feat)
+            manifest = writer.read_manifest(folder) if modality == "text" and dim == encoder.dim else None
+        except (KeyError, DataError) as e:
+            log(f"feature {feat} not reused: {e}")
+            continue
+        if manifest is None:
+            continue
+        why = feature_mismatch(manifest.get("settings") or {}, ref, max_tokens)
+        if why:
+            log(f"feature {feat} not reused: it is another embedding ({why})")
+            continue
+        recorded = manifest.get("input_fingerprints") or {}
+        if not recorded:
+            log(f"feature {feat} not reused: its manifest records no transcript fingerprints (extracted before "
+                "they were recorded; rerun extract_features.py to record them)")
+            continue
+        if fingerprints is None:
+            fingerprints = Sources("text", subtitles=texts_path, subtitle_col="text")
+        rows, reused = np.zeros((len(names), encoder.dim), dtype=np.float32), np.zeros(len(names), dtype=bool)
+        changed = 0
+        for i, n in enumerate(names):
+            path = writer.feature_path(folder, n)
+            if recorded.get(n) is None or not os.path.isfile(path):
+                continue
+            if recorded[n] != fingerprints.fingerprint(n):
+                changed += 1
+                continue
+            x = np.load(path, allow_pickle=False).astype(np.float32)
+            if x.shape == (encoder.dim,) and np.isfinite(x).all() and np.linalg.norm(x) > 0:
+                rows[i], reused[i] = x / np.linalg.norm(x), True
+        if not reused.any():
+            log(f"feature {feat} not reused: none of the {len(names)} transcripts has a file made from its "
+                f"current text ({changed} transcripts changed since it was extracted)")
+            continue
+        rest = [i for i in range(len(names)) if not reused[i]]
+        if rest:
+            rows[rest] = encoder.encode([texts[i] for i in rest])
+        log(f"reused the feature {feat} ({folder}: the same model {_label(ref.label)}, weights {ref.weights_id()}, "
+            f"from the same text) for {int(reused.sum())} transcripts instead of embedding them again; embedded "
+            f"{len(rest)}" + (f" ({changed} transcripts changed since it was extracted)" if changed else ""))
+        return rows
+    return None
+
 
 MAKERS = {"mosi": "`python preprocess/mosi_bclstm.py --src ../shared/data/mosi-bclstm`",
           "meld": "`python preprocess/meld.py`"}

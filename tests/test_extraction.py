@@ -340,7 +340,7 @@ def test_cli_audio_writes_files_manifest_and_report_and_reports_each_bad_input(c
     assert (s["model"], s["family"], s["layers"], s["level"], s["file_dtype"], s["sample_rate"]) == \
         ("hubert", "hubert", "last4", "UTT", "float16", 16000)
     assert s["weights"].startswith("sha256:") and manifest["status"] == "incomplete"
-    assert manifest["counts"] == {"names": 12, "written": 8, "kept": 0, "failed": 4}
+    assert manifest["counts"] == {"names": 12, "written": 8, "redone": 0, "kept": 0, "failed": 4}
     assert manifest["versions"]["project"] and manifest["padding_probe"]["batching"] == "padded"
     assert "4 failed" in stdout and 'FEAT_AUDIO_DICT["out"] = [32,' in stdout
     assert (out / "extract.log").read_text().count("model hubert") >= 1

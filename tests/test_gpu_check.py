@@ -63,6 +63,38 @@ def test_the_benches_figures_are_read_from_their_output():
     assert gc.check_extract_throughput(cpu, 0, EXTRACT_OUT.replace("speedup: 1.27", ""))[1][0] == gc.FAILED
 
 
+RANKS_OUT = """\
+rank 1 local_rank 1 of 2: device cuda:1; current_device 1; contexts 1; model cuda:1; extraction batch cuda:1 bfloat16; training batch cuda:1 float32; explicit index refused
+rank 0 local_rank 0 of 2: device cuda:0; current_device 0; contexts 0; model cuda:0; extraction batch cuda:0 bfloat16; training batch cuda:0 float32; explicit index refused
+"""
+
+
+def test_case11_the_gpu_check_compares_each_ranks_device_with_its_local_rank():
+    """bench/rank_devices.py's lines, read and judged: every rank on GPU LOCAL_RANK, with its context there only,
+    and cuda:0 refused; a machine with one GPU runs one process and says that the 2-rank check was skipped."""
+    ranks = gc.parse_rank_devices(RANKS_OUT)
+    assert sorted(ranks) == [0, 1] and ranks[1]["current_device"] == "1" and ranks[1]["world"] == 2
+    assert ranks[0]["extraction_dtype"] == "bfloat16" and ranks[1]["explicit_index"] == "refused"
+    two = gc.Context("/nowhere", "cuda", sys.executable)
+    two.gpus = 8
+    assert gc.rank_processes(two) == 2 and gc.check_torchrun_ranks(two, 0, RANKS_OUT)[1] is None
+    on_gpu0 = RANKS_OUT.replace("current_device 1; contexts 1", "current_device 0; contexts 0,1")
+    status, note = gc.check_torchrun_ranks(two, 0, on_gpu0)[1]
+    assert status == gc.FAILED and "rank 1" in note and "current_device 0" in note and "contexts 0,1" in note
+    accepted = RANKS_OUT.replace("explicit index refused", "explicit index accepted")
+    assert "not refused" in gc.check_torchrun_ranks(two, 0, accepted)[1][1]
+    assert "ranks [1] reported" in gc.check_torchrun_ranks(two, 0, RANKS_OUT.splitlines()[0])[1][1]
+    one = gc.Context("/nowhere", "cuda", sys.executable)
+    one.gpus = 1
+    status, note = gc.check_torchrun_ranks(one, 0, RANKS_OUT.splitlines()[1].replace("of 2", "of 1"))[1]
+    assert gc.rank_processes(one) == 1 and status == gc.OK and "skipped" in note and "2 GPUs" in note
+    cpu = gc.Context("/nowhere", "cpu", sys.executable)
+    cpu_out = "".join(f"rank {r} local_rank {r} of 2: device cpu; current_device none; contexts none; model cpu; "
+                      f"extraction batch cpu float32; training batch cpu float32; explicit index refused\n"
+                      for r in (0, 1))
+    assert gc.rank_processes(cpu) == 2 and gc.check_torchrun_ranks(cpu, 0, cpu_out)[1] is None
+
+
 def test_a_failed_a_hung_and_an_unreached_step_are_recorded_and_the_exit_status_is_1(tmp_path):
     ctx = gc.Context(str(tmp_path), "cpu", sys.executable)
     gc.prepare_work(ctx)
@@ -117,7 +149,8 @@ def test_the_whole_check_on_the_cpu(tmp_path):
     steps = {s["name"]: s for s in report["steps"]}
     summary = {n: (s["status"], s["note"]) for n, s in steps.items()}
     assert res.returncode == 0 and report["ok"], (summary, res.stdout[-3000:])
-    assert list(steps) == ["cuda_tests", "train_fp32", "train_bf16", "extract", "torchrun_extract", "grid", "compile"]
+    assert list(steps) == ["cuda_tests", "train_fp32", "train_bf16", "extract", "torchrun_extract", "torchrun_ranks",
+                           "grid", "compile"]
     assert all(s["status"] == gc.OK for n, s in steps.items() if n != "compile")
     assert steps["compile"]["status"] == gc.OK or "no compiler" in steps["compile"]["note"]
     assert report["machine"]["torch"] == torch.__version__ and report["machine"]["python"]
@@ -131,6 +164,8 @@ def test_the_whole_check_on_the_cpu(tmp_path):
     assert e["speedup"] > 0 and all(m["ours_clips_per_s"] > 0 for m in e["modalities"].values())
     t = steps["torchrun_extract"]["figures"]
     assert t["files"] == t["names"] > 0 and t["shapes"] == [[t["registered_dim"]]] and t["processes"] == 1
+    r = steps["torchrun_ranks"]["figures"]
+    assert r["processes"] == 2 and all(x["device"] == "cpu" for x in r["ranks"].values())
     g = steps["grid"]["figures"]
     assert g["runs_finished"] == 4 and all(0 < s["test_f1"] <= 1 for s in g["summaries"].values())
     if steps["compile"]["status"] == gc.OK:
