@@ -253,7 +253,9 @@ def child_env(threads=None, gpu=None):
 def end_with_driver():
     """In a train.py process that a local grid started (``MER_GRID_DRIVER`` names the driver's pid): ask Linux to
     send this process SIGTERM when the driver ends, however it ends (``prctl(PR_SET_PDEATHSIG)``, so also after a
-    SIGKILL of the driver), and end now if the driver is gone already. The variable is removed from this process's
+    SIGKILL of the driver), and end now if the driver is gone already. Linux sends it when the *thread* that
+    started the run ends: a :class:`Grid` starts and waits for its runs in the thread that uses it, so use a grid
+    from one thread that outlives its runs. The variable is removed from this process's
     environment so that no process it starts takes it for its own. Elsewhere (not Linux) it does nothing: there a
     driver ended by SIGTERM, SIGHUP or Ctrl-C still ends its runs (:meth:`Grid.__enter__`), a SIGKILLed one
     cannot."""
