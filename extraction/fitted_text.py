@@ -22,6 +22,7 @@ import numpy as np
 import config
 from common.errors import DataError
 from dataloader.files import read_label_csv, read_names_csv
+from dataloader.splits import TRAIN_VALUES
 from extraction import runner, writer
 from extraction.media import MediaError
 from extraction.sources import Sources
@@ -55,7 +56,7 @@ def training_names(args, ds):
                         "or --fit_names CSV with the training names")
     table = read_label_csv(label_csv)
     if "split" in table.columns:
-        train = table[table["split"].astype(str).str.strip().str.lower().isin(("train", "training"))]
+        train = table[table["split"].astype(str).str.strip().str.lower().isin(TRAIN_VALUES)]
         return train["name"].tolist(), f"the train rows of '{label_csv}'"
     return table["name"].tolist(), f"'{label_csv}'"
 

@@ -45,7 +45,8 @@ import pandas as pd
 import config
 from engine.config import emo_rule_of
 from pseudo import strategies as pseudo
-from dataloader.files import DataError, read_label_csv, read_names_csv, read_split_json, write_split_json
+from dataloader.files import (SELECT_INFO, DataError, read_label_csv, read_names_csv, read_split_json,
+                              write_split_json)
 from common.utils import get_logger
 from engine.grid import RunFailed, drive
 
@@ -95,8 +96,9 @@ def forbidden_names(split_doc, ds_cfg, log=None):
     A transductive data set (``ds_cfg["transductive"]``, e.g. MER2025-SEMI, whose candidates to predict lie
     inside the unlabelled pool and may be labelled from it) keeps its test names out of this set, so that they
     stay in the pool; the choice is logged (on ``log``, default the ``mer.pseudo`` logger). The validation
-    names stay forbidden whatever the data set."""
-    out = set(split_doc["valid_info"]["names"])
+    names stay forbidden whatever the data set, and so do those of ``select_info`` (a fold list's epoch-selection
+    rows: a pseudo label there would choose the epoch with the teacher's answer)."""
+    out = set(split_doc["valid_info"]["names"]) | set(split_doc.get(SELECT_INFO, {}).get("names", []))
     test_csv = ds_cfg.get("test_csv")
     if test_csv and os.path.isfile(test_csv):
         test = set(read_names_csv(test_csv))
@@ -135,7 +137,10 @@ def write_pseudo_split(path, split_doc, frame, forbidden=(), meta=None):
     for key, fill in (("dialogues", ""), ("orders", None)):  # context lists: pseudo rows take theirs from the tables
         if key in train:
             info[key] = list(train[key]) + [fill] * len(names)
-    write_split_json(path, info, split_doc["valid_info"], extra={"pseudo": meta or {}})
+    extra = {"pseudo": meta or {}}
+    if SELECT_INFO in split_doc:  # a fold list keeps choosing its epoch on its own selection rows
+        extra[SELECT_INFO] = split_doc[SELECT_INFO]
+    write_split_json(path, info, split_doc["valid_info"], extra=extra)
     return path
 
 
@@ -187,8 +192,10 @@ def check_stage(train_args, split, out_dir, run_name, seed, device="auto", later
         return check_run_folder(run_dir, cfg)
     there = {k: v for k, v in (old.get("identity") or {}).items() if k not in LATER_INPUTS}
     now = {k: v for k, v in cfg.identity().items() if k not in LATER_INPUTS}
+    # whether the run starts from given weights: stage 1's (``init``), or a --model_pretrain of ``train_args`` (then
+    # every stage has one; the files themselves are compared when the list is written)
     there["from stage 1's weights"] = (old.get("identity") or {}).get("model_pretrain_sha1") is not None
-    now["from stage 1's weights"] = bool(init)
+    now["from stage 1's weights"] = bool(init) or cfg.model_pretrain is not None
     diff = _diff(there, now)
     if not diff and meta is not None:
         made = _list_meta(old.get("split"))

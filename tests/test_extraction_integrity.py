@@ -8,9 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -18,9 +15,11 @@ import pytest
 
 from common.errors import DataError
 from common.locks import FileLock, LockHeld
-from conftest import REPO, load_script
+from conftest import load_script
 from extraction import media, runner, writer
 from extraction.tiny_models import save_tiny_model
+from test_names import one_error_line
+from test_reliability import _hold_lock  # a separate process holding a lock until killed (as a first run would)
 
 LOCK = ".extract.lock"  # the feature folder's lock file
 TEXTS = ["i am so happy today", "this makes me angry", "i feel sad and worried", "what a surprise"]
@@ -67,13 +66,6 @@ def run_main(module, *args):
     return code, out.getvalue(), err.getvalue()
 
 
-def one_error_line(err):
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def text_args(d, models, out, *extra):
     return ["--modality", "text", "--model", models["bert"], "--names", d / "names.csv", "--subtitles",
             d / "subs.csv", "--out", out, *extra]
@@ -86,21 +78,6 @@ def audio_args(d, models, out, *extra):
 
 def report(out):
     return pd.read_csv(out / writer.REPORT, dtype={"name": str}).set_index("name")
-
-
-def _hold_lock(path):
-    """A separate process holding ``path``'s lock until killed (as a first extraction would)."""
-    code = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {REPO!r})
-        from common.locks import FileLock
-        FileLock({path!r}).acquire()
-        print("held", flush=True)
-        time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
 
 
 # ------------------------------------------------------------------------------------- 2. one extraction per folder

@@ -181,3 +181,24 @@ def test_case14_select_lists_that_overlap_or_cannot_be_drawn_are_refused(tmp_pat
     assert not (tmp_path / "k").exists()  # nothing written
     build(str(tmp_path / "l.csv"), "MER", str(tmp_path / "k"), kfold=2, epoch_selection="out_of_fold")
     assert "select_info" not in read_split_json(str(tmp_path / "k" / "fold0.json"))
+
+
+def test_case14_pseudo_labels_keep_a_fold_lists_selection_rows_out_and_the_list_keeps_them(tmp_path):
+    """A fold list's select_info rows never get pseudo labels, and the stage-2 list written from it keeps them,
+    so its epoch is still chosen on them."""
+    import pandas as pd
+
+    from dataloader.files import read_split_json
+    from pseudo.drivers import forbidden_names, write_pseudo_split
+
+    info = lambda names, emo: {"names": names, "emos": [emo] * len(names), "vals": [0.0] * len(names)}  # noqa: E731
+    doc = {"train_info": info(["a", "b"], "joy"), "valid_info": info(["v"], "sad"), "select_info": info(["s"], "joy")}
+    banned = forbidden_names(doc, {})
+    assert banned == {"v", "s"}
+    frame = pd.DataFrame({"name": ["u1"], "emo": ["sad"], "source": ["teacher"], "confidence": [0.9], "weight": [1.0]})
+    path = write_pseudo_split(str(tmp_path / "p.json"), doc, frame, forbidden=banned)
+    out = read_split_json(path)
+    assert out["select_info"]["names"] == ["s"] and out["train_info"]["names"] == ["a", "b", "u1"]
+    leak = frame.assign(name=["s"])
+    with pytest.raises(Exception, match="validation/test names"):
+        write_pseudo_split(str(tmp_path / "q.json"), doc, leak, forbidden=banned)

@@ -153,6 +153,41 @@ def test_case4_semi_low_resource_rerun_with_other_n_writes_nothing(tiny, capsys)
     assert _snapshot(out) == before
 
 
+def test_case4_semi_rerun_with_model_pretrain_in_train_args_is_reused_not_refused(tiny, capsys):
+    """Every stage of a run whose --train_args hold --model_pretrain starts from given weights: a rerun of the same
+    command is not taken for a change of --stage2_init."""
+    import semi as semi_script
+    from conftest import train_args as tiny_train_args
+    from engine.trainer import train
+
+    pre = train(tiny_train_args(tiny, "--epochs", "2", "--num_workers", "0", "--hidden_dim", "32", "--dropout", "0.1",
+                                "--run_name", "pre"))["run_dir"]
+    split, pool_csv, teacher, _ = _semi_inputs(tiny)
+    out = str(tiny.tmp / "semi_pretrained")
+    argv = _semi_argv(split, pool_csv, teacher, out, 4)
+    argv[argv.index("--train_args") + 1] += f" --model_pretrain {os.path.join(pre, 'best.pth')}"
+    assert semi_script.main(argv) == 0
+
+    def trained():
+        return {k: v for k, v in _snapshot(os.path.join(out, "tiny")).items() if k.endswith(("best.pth", "summary.json"))}
+
+    before = trained()
+    assert len(before) == 4
+    capsys.readouterr()
+    assert semi_script.main(argv) == 0, capsys.readouterr().err
+    assert trained() == before  # both stages reused, none trained again
+    # --stage2_init stage1 instead: other initial weights for stage 2, refused (by the weights' hash, once stage 1
+    # is there to hash) before its pseudo-label list is rewritten
+    listed = os.path.join(out, "pseudo_teacher.json")
+    with open(listed, "rb") as f:
+        was = f.read()
+    assert semi_script.main(argv + ["--stage2_init", "stage1"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "stage2_teacher" in line and "model_pretrain_sha1" in line
+    with open(listed, "rb") as f:
+        assert f.read() == was
+
+
 # ------------------------------------------------------------------------------------------------- checkpoints
 
 
