@@ -134,9 +134,13 @@ class DialogueIndex:
 def check_list_dialogues(index, names, what, groups=None):
     """Refuse a list of two or more names that ``index`` cuts into dialogues of one utterance each, while the data
     set has dialogues: a context model would score every utterance alone, unlike the lists it trained on (the
-    dialogues of a list come from the tables named in the message, or --dialogue_csv)."""
+    dialogues of a list come from the tables named in the message, or --dialogue_csv). A list whose names the
+    tables do give, each as a dialogue of its own, is what the user wrote and passes: only names the tables do not
+    know (a list of names alone) are refused."""
     groups = index.groups(list(names)) if groups is None else groups
     if len(names) < 2 or any(len(g) > 1 for g in groups) or not index.has_dialogues():
+        return
+    if any(n in index for n in names):
         return
     raise DataError(f"{what}: its {len(names)} names are {len(names)} dialogues of one utterance for a context "
                     f"model, though the data set has dialogues (read from {', '.join(index.sources) or 'no table'}); "

@@ -145,6 +145,11 @@ def test_case16_context_run_with_all_singleton_test_dialogues_is_refused(tmp_pat
     from dataloader.dialogue import DialogueIndex, check_list_dialogues
 
     check_list_dialogues(DialogueIndex(), ["a", "b", "c"], "a list")
+    # names the tables give, each as a dialogue of its own, are what the user wrote: scored, not refused
+    index = DialogueIndex({"a": "d1", "b": "d2", "x": "d3", "y": "d3"}, {"a": 0, "b": 0, "x": 0, "y": 1})
+    check_list_dialogues(index, ["a", "b"], "a list of lone utterances")
+    with pytest.raises(DataError, match="dialogues of one utterance"):
+        check_list_dialogues(index, ["p", "q"], "a list of names alone")
 
 
 # ------------------------------------------------------------------------------------------- 17. TF-IDF+SVD
