@@ -66,6 +66,7 @@ def read_table(path, what, fix=None, strings=False, lower=False, names=("name",)
             raise DataError(f"{what} '{path}' has {int(empty.sum())} rows without a name (rows "
                             f"{_preview((df.index[empty] + 2).tolist())} counting the header as 1); fill or drop them")
         df["name"] = df["name"].astype(str).str.strip()
+        check_names(df["name"].tolist(), f"{what} '{path}'", row_offset=2)
     if df.empty and len(df.columns):
         raise DataError(f"{what} '{path}' has a header but no rows{tail or '; it needs one row per sample'}")
     return df

@@ -174,6 +174,12 @@ BAD_RELEASES = {
     "duplicate candidate": (lambda m: _rewrite(m.release / "track_all_candidates.csv",
                                                lambda d: pd.concat([d, d.iloc[[0]]])),
                             "lists 1 names more than once: sample_"),
+    "labelled name leaving its folder": (lambda m: _rewrite(
+        m.release / "track1_train_disdim.csv",
+        lambda d: d.assign(name=["../../ESCAPED"] + d["name"].tolist()[1:])), "'../../ESCAPED'"),
+    "candidate name with a separator": (lambda m: _rewrite(
+        m.release / "track_all_candidates.csv",
+        lambda d: d.assign(name=["sub/dir"] + d["name"].tolist()[1:])), "'sub/dir'"),
     "no media": (lambda m: [os.rename(m.release / f, m.release / (f + ".bak"))
                             for f in ("video", "audio", "openface_face")], "no clips under"),
     "feature dim differs from config": (lambda m: config.FEAT_TEXT_DICT.__setitem__(
