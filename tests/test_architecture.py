@@ -19,6 +19,7 @@ ALLOWED = {
     "teachers": {"common", "dataloader", "extraction"},
     "extraction": {"common", "dataloader"},
     "corpora": {"common", "dataloader", "extraction"},
+    "finetuning": {"common", "dataloader", "extraction"},
 }
 SCRIPTS = {os.path.splitext(f)[0] for d in ("", "preprocess", "bench") for f in os.listdir(os.path.join(REPO, d))
            if f.endswith(".py")} - {"config", "_paths"}
