@@ -176,3 +176,35 @@ def save_tiny_model(family, folder, hidden=32, layers=2, heads=2, image_size=32,
     elif kind == "wordpiece":
         _save_wordpiece_tokenizer(folder, texts or _DEFAULT_TEXTS, max_length)
     return folder
+
+
+def save_tiny_qwen2_audio(folder, hidden=32, text_hidden=48, layers=2, heads=2, num_mel_bins=80, texts=None,
+                          max_length=2048, seed=0):
+    """A tiny Qwen2-Audio (audio tower, projector, Qwen2 language model) with its feature extractor (Whisper's, 30 s
+    windows) and a Qwen2 tokenizer holding ``<|audio_bos|>``, ``<|AUDIO|>`` and ``<|audio_eos|>``, saved as the hub
+    checkpoint is (``Qwen2AudioForConditionalGeneration``); returns ``folder``. Not in :data:`FAMILIES`: extraction
+    does not take Qwen2-Audio; the fine-tuning stage does (finetuning/audio.py)."""
+    import torch
+    import transformers as T
+    from transformers import AutoTokenizer
+
+    T.logging.disable_progress_bar()
+    T.logging.set_verbosity_error()
+    os.makedirs(folder, exist_ok=True)
+    _save_llm_tokenizer(folder, list(texts or _DEFAULT_TEXTS) + ["What is the emotion of the person?:"], max_length,
+                        "qwen2")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.add_special_tokens({"additional_special_tokens": ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]})
+    tok.save_pretrained(folder)
+    torch.manual_seed(seed)
+    cfg = T.Qwen2AudioConfig(
+        audio_config=dict(d_model=hidden, encoder_layers=layers, encoder_attention_heads=heads,
+                          encoder_ffn_dim=2 * hidden, num_mel_bins=num_mel_bins, max_source_positions=1500),
+        text_config=dict(model_type="qwen2", hidden_size=text_hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=1, intermediate_size=2 * text_hidden,
+                         vocab_size=len(tok), max_position_embeddings=max_length, eos_token_id=tok.eos_token_id,
+                         bos_token_id=None, pad_token_id=None),
+        audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"))
+    T.Qwen2AudioForConditionalGeneration(cfg).eval().save_pretrained(folder)
+    T.WhisperFeatureExtractor(feature_size=num_mel_bins).save_pretrained(folder)
+    return folder

@@ -5,6 +5,8 @@
   previous utterances), and the collate of a batch;
 * ``model``: the backbone (loaded as extraction loads it), LoRA through peft or full fine-tuning, MiSTER-E's
   head (LayerNorm, attentive statistics pooling over real positions, projection, classifier) and the losses;
+* ``audio``: speech backbones (HuBERT, wav2vec2, WavLM, Whisper's encoder, Qwen2-Audio), loaded as extraction loads
+  them, and the model that pools a clip's windows' real frames;
 * ``trainer``: the loop (AdamW, warmup and linear decay, accumulation, early stopping on validation weighted
   F1), per-epoch checkpoints and their resumption, prediction;
 * ``parallel``: this process's place among torchrun's processes (the one place rank and world are read);

@@ -4,7 +4,9 @@ Backbone: a hub id, a local folder or ``package:<pip>`` (extraction.encoders.Mod
 and revision rules as feature extraction), loaded with ``AutoModel`` (the bare transformer: a decoder LLM without
 its language-model head). Its family decides the defaults (:data:`DEFAULTS`): ``llm`` for decoder LLMs (Qwen,
 Llama, Mistral, ...), ``encoder`` for BERT-style encoders (BERT, RoBERTa, MPNet, MiniLM, sentence-transformers
-folders, whose transformer is loaded without their pooling).
+folders, whose transformer is loaded without their pooling); ``speech`` and ``audio-llm`` for speech models
+(finetuning/audio.py: HuBERT and kin, Whisper's encoder, Qwen2-Audio, whose backbone class brings its own
+model class and LoRA exclusions).
 
 LoRA (``lora`` = its rank r > 0) through peft: the base weights are frozen and never change; the adapters go on
 the attention projections, and for LLMs on the MLP too (:func:`default_targets`). ``lora`` 0: every weight
@@ -45,6 +47,12 @@ DEFAULTS = {
     "encoder": {"lora": 0, "lora_alpha": None, "lora_dropout": 0.1, "lr": 3e-5, "lr_lora": 5e-4, "batch_size": 16,
                 "epochs": 10, "embed_dim": 256, "loss": "ce", "focal_gamma": 2.0, "patience": 3, "max_tokens": 128,
                 "max_tokens_context": 512, "head_dropout": 0.1},
+    # speech encoders (HuBERT, wav2vec2, WavLM, Whisper's encoder; finetuning/audio.py): LoRA on the attention
+    "speech": {"lora": 8, "lora_alpha": None, "lora_dropout": 0.1, "lr": 3e-5, "lr_lora": 5e-4, "batch_size": 8,
+               "epochs": 10, "embed_dim": 256, "loss": "ce", "focal_gamma": 2.0, "patience": 3, "head_dropout": 0.1},
+    # Qwen2-Audio: LoRA on its language model, the LLM values
+    "audio-llm": {"lora": 8, "lora_alpha": 32, "lora_dropout": 0.1, "lr": 1e-5, "batch_size": 8, "epochs": 20,
+                  "embed_dim": 2048, "loss": "focal", "focal_gamma": 2.0, "patience": 5, "head_dropout": 0.5},
 }
 
 
@@ -100,13 +108,20 @@ class Backbone:
 
         return _text_limit(self.tokenizer, self.config)
 
-    def load(self, dtype, device):
-        """A fresh copy of the pretrained weights (``AutoModel``) in ``dtype`` on ``device``."""
+    def load(self, dtype, device, load_in_4bit=False):
+        """A fresh copy of the pretrained weights (``AutoModel``) in ``dtype`` on ``device``; ``load_in_4bit``: the
+        linear layers quantised to 4-bit NF4 by bitsandbytes (bf16 compute, CUDA only; see :func:`check_4bit`)."""
         import transformers
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        if load_in_4bit:
+            quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                    bnb_4bit_compute_dtype=torch.bfloat16,
+                                                    bnb_4bit_use_double_quant=True)
+            return self.ref.from_pretrained(transformers.AutoModel, quantization_config=quant,
+                                            device_map={"": device.index or 0}, **{key: torch.bfloat16})
         return self.ref.from_pretrained(transformers.AutoModel, **{key: dtype}).to(device)
 
     def default_targets(self):
@@ -173,17 +188,41 @@ class FinetuneModel(nn.Module):
         return self.head(states, attention_mask.bool())
 
 
+def check_4bit(device, lora):
+    """Refuse ``--load_in_4bit`` where it cannot run, in one line naming the fix: without LoRA (4-bit weights do
+    not train), off CUDA (bitsandbytes' 4-bit kernels), or without the bitsandbytes package."""
+    import importlib.util
+
+    if not lora:
+        raise DataError("--load_in_4bit freezes the base in 4 bits and trains LoRA adapters on it: give --lora r "
+                        "(e.g. --lora 8), or drop --load_in_4bit for full fine-tuning")
+    if device.type != "cuda":
+        raise DataError(f"--load_in_4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels), and this run is on "
+                        f"{device.type}: drop --load_in_4bit on the CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise DataError("--load_in_4bit needs the bitsandbytes package: pip install bitsandbytes")
+
+
 def build_model(backbone, n_classes, settings, device, dtype):
     """The model to train: ``backbone.load(dtype)`` with LoRA (``settings["lora"]`` > 0) or all weights trainable,
-    and a new head (float32). Returns ``(model, lora targets or None)``."""
-    net = backbone.load(dtype, device)
+    and a new head (float32). ``settings["load_in_4bit"]``: the base in 4 bits (bitsandbytes), made ready for
+    training by peft's ``prepare_model_for_kbit_training`` (norms and embeddings in float32) before the LoRA
+    adapters go on. Returns ``(model, lora targets or None)``."""
+    four_bit = bool(settings.get("load_in_4bit"))
+    net = backbone.load(dtype, device, load_in_4bit=True) if four_bit else backbone.load(dtype, device)
     targets = None
+    if four_bit:
+        from peft import prepare_model_for_kbit_training
+
+        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=bool(settings.get("grad_checkpointing")),
+                                              gradient_checkpointing_kwargs={"use_reentrant": False})
     if settings["lora"] > 0:
         from peft import LoraConfig, get_peft_model
 
         targets = list(settings["lora_targets"] or default_targets(net))
         cfg = LoraConfig(r=int(settings["lora"]), lora_alpha=float(settings["lora_alpha"]),
-                         lora_dropout=float(settings["lora_dropout"]), target_modules=targets, bias="none")
+                         lora_dropout=float(settings["lora_dropout"]), target_modules=targets, bias="none",
+                         exclude_modules=getattr(backbone, "lora_exclude", None))  # Qwen2-Audio: not its audio tower
         with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing for the user
             warnings.simplefilter("ignore", FutureWarning)
             net = get_peft_model(net, cfg)
@@ -191,11 +230,15 @@ def build_model(backbone, n_classes, settings, device, dtype):
         net = net.float()
     if settings.get("grad_checkpointing"):
         base = net.get_base_model() if hasattr(net, "get_base_model") else net
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base.config, "use_cache"):
             base.config.use_cache = False
     head = Head(backbone.hidden, int(settings["embed_dim"]), n_classes, float(settings["head_dropout"]))
-    return FinetuneModel(net, head.to(device=device, dtype=torch.float32)), targets
+    model_class = getattr(backbone, "model_class", FinetuneModel)  # audio: finetuning.audio.AudioFinetuneModel
+    return model_class(net, head.to(device=device, dtype=torch.float32)), targets
 
 
 def parameter_counts(model):

@@ -39,7 +39,7 @@ from extraction.sources import Sources, dataset_names
 from finetuning import inputs as inputs_mod
 from finetuning import model as model_mod
 from finetuning.parallel import Parallel
-from finetuning.trainer import CHECKPOINT, Examples, Trainer, peak_memory, plot_history
+from finetuning.trainer import CHECKPOINT, Examples, Trainer, bf16_autocast, peak_memory, plot_history
 
 PREDICTIONS = "predictions.npz"
 SAVE_DTYPES = ("float16", "float32")
@@ -50,7 +50,9 @@ class FinetunedEncoder:
 
     def __init__(self, backbone, dim, device):
         self.ref, self.dim, self.device = backbone.ref, int(dim), device
-        self.padding_probe = {"batching": "padded; the head pools over real tokens only (attention mask)"}
+        self.padding_probe = {"batching": "padded; the head pools over real tokens only (attention mask)"
+                              if backbone.modality == "text" else
+                              "windows padded (or in equal-length groups); the head pools over real frames only"}
 
 
 def check_args(args):
@@ -75,8 +77,17 @@ def check_args(args):
         raise DataError(f"--label_smoothing {args.label_smoothing}: give a number in [0, 1)")
     if args.save_dtype not in SAVE_DTYPES:
         raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
-    if args.modality != "text":
-        raise DataError(f"--modality {args.modality}: fine-tuning takes text for now (audio models are planned)")
+    if args.modality not in inputs_mod.MODALITIES:
+        raise DataError(f"--modality {args.modality}: use {' or '.join(inputs_mod.MODALITIES)}")
+    if args.modality == "audio":
+        text_only = {"--context_window": args.context_window, "--speakers": args.speakers,
+                     "--max_tokens": args.max_tokens, "--subtitles": args.subtitles}
+        given = [flag for flag, value in text_only.items() if value]
+        if given:
+            raise DataError(f"{', '.join(given)}: text flags; an audio model reads the clip alone, in windows "
+                            "(--window_s)")
+    elif getattr(args, "audio_dir", None) or getattr(args, "video_dir", None) or getattr(args, "window_s", None):
+        raise DataError("--audio_dir, --video_dir and --window_s are for --modality audio")
     if args.feature_name is not None:
         check_name(args.feature_name, "--feature_name")
     if not args.dataset or args.dataset not in config.DATASETS:
@@ -89,7 +100,9 @@ def resolve_settings(args, backbone):
     d = model_mod.DEFAULTS[backbone.family]
     lora = d["lora"] if args.lora is None else int(args.lora)
     lr = args.lr if args.lr is not None else (d["lr_lora"] if lora and "lr_lora" in d else d["lr"])
-    max_tokens = args.max_tokens or (d["max_tokens_context"] if args.context_window else d["max_tokens"])
+    text = backbone.modality == "text"
+    max_tokens = (args.max_tokens or (d["max_tokens_context"] if args.context_window else d["max_tokens"])) if text \
+        else None
     targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()] if args.lora_targets else None
     return {
         "lora": lora, "lora_alpha": (args.lora_alpha or d["lora_alpha"] or 2 * lora) if lora else None,
@@ -102,8 +115,10 @@ def resolve_settings(args, backbone):
         "patience": int(args.patience or d["patience"]), "grad_accum": int(args.grad_accum),
         "weight_decay": float(args.weight_decay), "warmup_ratio": float(args.warmup_ratio),
         "head_dropout": float(d["head_dropout"] if args.head_dropout is None else args.head_dropout),
-        "max_tokens": int(min(max_tokens, backbone.token_limit())), "seed": int(args.seed), "folds": int(args.folds),
+        "max_tokens": int(min(max_tokens, backbone.token_limit())) if text else None, "seed": int(args.seed),
+        "folds": int(args.folds),
         "grad_checkpointing": bool(args.grad_checkpointing),
+        "load_in_4bit": bool(getattr(args, "load_in_4bit", False)),
     }
 
 
@@ -176,6 +191,30 @@ def read_texts(args, ds):
     return sources, speakers, dialogues
 
 
+def read_audio(args, ds, backbone):
+    """The clips (``--audio_dir`` / ``--video_dir``, else the data set's ``audio_dir``, else its ``video_dir``, as
+    extraction reads them, at the model's sampling rate): ``(Sources, None, dialogue index)``; the dialogues (for
+    the folds' whole dialogues) from the tables that carry them, never ``test_label_csv``."""
+    folders = {"audio_dir": getattr(args, "audio_dir", None), "video_dir": getattr(args, "video_dir", None)}
+    if not any(folders.values()):
+        folders = {"audio_dir": ds.get("audio_dir"), "video_dir": None if ds.get("audio_dir") else ds.get("video_dir")}
+    sources = Sources("audio", **folders, sample_rate=backbone.sample_rate)
+    group_col = ds.get("group_col") or "dialogue"
+    tables = [ds.get(k) for k in ("label_csv", "test_csv", "unlabeled_csv")]
+    dialogues = DialogueIndex.from_csvs([p for p in dict.fromkeys(tables) if p and os.path.isfile(p)], group_col)
+    return sources, None, dialogues
+
+
+def make_inputs(args, backbone, s, sources, dialogues, speakers, device):
+    """The modality's input class (finetuning.inputs.MODALITIES) for this run."""
+    if args.modality == "audio":
+        backbone.check(s)
+        return inputs_mod.AudioInputs(backbone, sources, getattr(args, "window_s", None), getattr(args, "prompt", None),
+                                      device)
+    return inputs_mod.TextInputs(backbone.tokenizer, sources.texts, dialogues, speakers, args.context_window,
+                                 s["max_tokens"], backbone.family == "llm", sources.subtitle_col)
+
+
 def folder_names(args, backbone):
     """``(embedding folder, its feature name, probabilities folder, its feature name)``."""
     base = args.feature_name or f"{backbone.ref.short_name}-ft"
@@ -208,69 +247,91 @@ def run(args, logger):
     from common.utils import process_device
 
     t_start = time.time()
-    parallel = Parallel()
-    parallel.check()
     check_args(args)
     ds = config.DATASETS[args.dataset]
     classes = list(config.EMO_RULE[ds["emo_rule"]])
     train, valid, digests = read_training_lists(args, ds, classes)
     names, lists = dataset_names(args.dataset)
     names = sorted(set(names) | set(train["names"]) | set(valid["names"]))
-    sources, speakers, dialogues = read_texts(args, ds)
+    audio = args.modality == "audio"
+    sources, speakers, dialogues = (None, None, None) if audio else read_texts(args, ds)
     device = process_device(args.device, 0)
-    backbone = model_mod.Backbone(args.model, args.modality, args.revision, args.trust_remote_code)
+    if audio:  # finetuning/audio.py: HuBERT, wav2vec2, WavLM, Whisper's encoder, Qwen2-Audio
+        from finetuning.audio import AudioBackbone
+
+        backbone = AudioBackbone(args.model, args.modality, args.revision, args.trust_remote_code)
+        sources, speakers, dialogues = read_audio(args, ds, backbone)
+    else:
+        backbone = model_mod.Backbone(args.model, args.modality, args.revision, args.trust_remote_code)
     s = resolve_settings(args, backbone)
-    inputs = inputs_mod.MODALITIES[args.modality](backbone.tokenizer, sources.texts, dialogues, speakers,
-                                                  args.context_window, s["max_tokens"], backbone.family == "llm",
-                                                  sources.subtitle_col)
+    if s["load_in_4bit"]:
+        model_mod.check_4bit(device, s["lora"])
+    inputs = make_inputs(args, backbone, s, sources, dialogues, speakers, device)
     lacking = [n for n in train["names"] + valid["names"] if not inputs.has_input(n)]
     if lacking:
-        raise DataError(f"{len(lacking)} names of the training and validation lists have no text in "
-                        f"{sources.describe()} (e.g. {lacking[:3]}); give a table with every one")
-    texts = {n: inputs.text_of(n) for n in names if inputs.has_input(n)}
+        raise DataError(f"{len(lacking)} names of the training and validation lists have no {args.modality} input in "
+                        f"{sources.describe()} (e.g. {lacking[:3]}); give inputs for every one")
+    # what each name's model reads, as text (audio: its file's size and mtime), by name
+    texts = {n: inputs.input_key(n) for n in names if inputs.has_input(n)}
     train_inputs = inputs_mod.text_digest([(n, texts[n]) for n in train["names"] + valid["names"]])
     if s["lora"] and not s["lora_targets"]:
         s["lora_targets"] = backbone.default_targets()
     identity = {"stage": "finetune", **backbone.describe(), "method": "lora" if s["lora"] else "full",
-                **{k: v for k, v in s.items() if k != "grad_checkpointing"}, "classes": classes, **digests,
+                **{k: v for k, v in s.items() if k not in ("grad_checkpointing", "load_in_4bit")},
+                **({"load_in_4bit": "nf4, bf16 compute"} if s["load_in_4bit"] else {}), "classes": classes, **digests,
                 "train_inputs": train_inputs, **inputs.identity(), "head": "layernorm, attentive statistics pooling, "
                 "projection, relu, dropout, linear", "level": "UTT", "file_dtype": args.save_dtype}
     trainings = [("all", list(range(len(train["names"]))), None)]
     if s["folds"]:
         trainings += [(f"fold{k}", list(tr), list(ho))
                       for k, (tr, ho) in enumerate(fold_parts(train, s["folds"], s["seed"], dialogues))]
-    units = {n: inputs.prepare(n) for n in texts}
+    units, failed = inputs.prepare_all(list(texts))  # audio: every clip decoded, in windows (failures reported)
+    unread = [n for n in train["names"] + valid["names"] if n in failed]
+    if unread:
+        raise DataError(f"{len(unread)} clips of the training and validation lists cannot be read (e.g. "
+                        f"{unread[0]}: {failed[unread[0]]})")
     out, feature, probs_out, probs_feature = folder_names(args, backbone)
     encoder = FinetunedEncoder(backbone, s["embed_dim"], device)
+    probs_encoder = FinetunedEncoder(backbone, len(classes), device)
+    parallel = Parallel(device)  # under torchrun: the process group (gloo on the CPU, nccl on CUDA)
     locks = []
     try:
-        lock, verdict, _ = xrunner.take_folder(out, identity, encoder, sources, names, lists, logger)
+        verdict = None
+        if parallel.main:  # rank 0 takes the folders (lock, settings check); every rank gets its verdict
+            lock, verdict, _ = xrunner.take_folder(out, identity, encoder, sources, names, lists, logger)
+            locks += [lock] if lock else []
+            if s["folds"] and not verdict:
+                probs_identity = {**identity, "output": "class probabilities (out-of-fold for training names)",
+                                  "dim": len(classes), "file_dtype": "float32"}
+                lock, verdict, _ = xrunner.take_folder(probs_out, probs_identity, probs_encoder, sources, names,
+                                                       lists, logger)
+                locks += [lock] if lock else []
+        verdict = parallel.broadcast(verdict)
         if verdict:
             raise DataError(verdict)
-        locks.append(lock)
-        if s["folds"]:
-            probs_identity = {**identity, "output": "class probabilities (out-of-fold for training names)",
-                              "dim": len(classes), "file_dtype": "float32"}
-            probs_encoder = FinetunedEncoder(backbone, len(classes), device)
-            lock, verdict, _ = xrunner.take_folder(probs_out, probs_identity, probs_encoder, sources, names, lists,
-                                                   logger)
-            if verdict:
-                raise DataError(verdict)
-            locks.append(lock)
-        xrunner._log_to_file(logger, os.path.join(out, "finetune.log"))
+        if parallel.main:
+            xrunner._log_to_file(logger, os.path.join(out, "finetune.log"))
+        else:  # the other ranks write nothing, and say only what goes wrong
+            logger.setLevel("WARNING")
+            args.quiet = True
         logger.info(f"fine-tuning {backbone.ref.label} ({backbone.family}: {identity['family']}) on {device}: "
                     f"{len(train['names'])} training names, {len(valid['names'])} validation names, {len(names)} to "
-                    f"embed; settings {json.dumps(s)}")
+                    f"embed; settings {json.dumps(s)}" + (f"; {parallel.world} processes (torchrun), each "
+                                                           f"{1 / parallel.world:.3g} of every batch" if
+                                                           parallel.world > 1 else ""))
         results = {}
         for k, (label, rows, held) in enumerate(trainings):
             results[label] = train_one(label, k, rows, held, train, valid, names, units, inputs, backbone, s, identity,
                                        out, device, parallel, classes, args, logger)
-        status = write_features(args, out, feature, names, units, texts, sources, encoder, results, identity, s,
-                                backbone, t_start, logger)
-        if s["folds"]:
-            status = max(status, write_probs(args, probs_out, probs_feature, names, units, texts, sources,
-                                             probs_encoder, results, train, trainings, t_start, logger))
-        return status
+        status = 0
+        if parallel.main:
+            status = write_features(args, out, feature, names, units, texts, sources, encoder, results, identity, s,
+                                    backbone, t_start, logger, parallel.world, failed=failed)
+            if s["folds"]:
+                status = max(status, write_probs(args, probs_out, probs_feature, names, units, texts, sources,
+                                                 probs_encoder, results, train, trainings, t_start, logger,
+                                                 parallel.world, failed=failed))
+        return parallel.broadcast(status)
     finally:
         for lock in locks:
             writer.unlock_folder(lock)
@@ -287,7 +348,7 @@ def train_one(label, k, rows, held, train, valid, names, units, inputs, backbone
 
     folder = os.path.join(out, "training", label)
     path = os.path.join(folder, PREDICTIONS)
-    if os.path.isfile(path):
+    if parallel.broadcast(os.path.isfile(path)):
         with np.load(path, allow_pickle=False) as z:
             done = {"names": z["names"].tolist(), "probs": z["probs"],
                     "embeddings": z["embeddings"] if "embeddings" in z.files else None}
@@ -295,9 +356,11 @@ def train_one(label, k, rows, held, train, valid, names, units, inputs, backbone
             done["info"] = json.load(f)
         logger.info(f"training {label}: finished before (val F1 {done['info']['best_f1']:.4f}); its predictions reused")
         return done
-    os.makedirs(folder, exist_ok=True)
-    set_seed(s["seed"] + k)
-    dtype = torch.bfloat16 if device.type == "cuda" and s["lora"] else torch.float32
+    if parallel.main:
+        os.makedirs(folder, exist_ok=True)
+    set_seed(s["seed"] + k)  # the same on every rank (and DDP starts every rank from rank 0's weights)
+    # LoRA on a GPU with bf16: the frozen base in bf16 (peft keeps the adapters in float32); float32 otherwise
+    dtype = torch.bfloat16 if bf16_autocast(device) and s["lora"] else torch.float32
     model, _ = model_mod.build_model(backbone, len(classes), s, device, dtype)
     trainable, total = model_mod.parameter_counts(model)
     pick = [train["names"][i] for i in rows]
@@ -314,7 +377,7 @@ def train_one(label, k, rows, held, train, valid, names, units, inputs, backbone
     head_info = {"hidden": backbone.hidden, "embed_dim": s["embed_dim"], "classes": classes,
                  "head_dropout": s["head_dropout"], "base_model": backbone.ref.label,
                  "weights": backbone.ref.weights_id(), "method": identity["method"]}
-    adapter_hash = model_mod.save_model(model, adapter, head_info)
+    adapter_hash = model_mod.save_model(model, adapter, head_info) if parallel.main else None
     if label == "all":
         predict = Examples(names=[n for n in names if n in units], units=[units[n] for n in names if n in units])
     else:
@@ -326,16 +389,18 @@ def train_one(label, k, rows, held, train, valid, names, units, inputs, backbone
     info = {"label": label, "best_epoch": fit["best_epoch"], "best_f1": fit["best_f1"], "epochs_run": fit["epochs_run"],
             "train_names": len(tr), "adapter": os.path.relpath(adapter, out), "adapter_hash": adapter_hash,
             "trainable_parameters": trainable, "total_parameters": total}
-    _write_history(folder, fit["history"], f"{backbone.ref.label} {label}: best val F1 {fit['best_f1']:.4f} "
-                                           f"at epoch {fit['best_epoch']}")
-    with open(os.path.join(folder, "summary.json"), "w") as f:
-        json.dump(info, f, indent=1)
-    arrays = {"names": np.array(predict.names), "probs": probs}
-    if label == "all":
-        arrays["embeddings"] = emb
-    save_npz(path, arrays)
-    if os.path.isfile(os.path.join(folder, CHECKPOINT)):
-        os.remove(os.path.join(folder, CHECKPOINT))
+    if parallel.main:
+        _write_history(folder, fit["history"], f"{backbone.ref.label} {label}: best val F1 {fit['best_f1']:.4f} "
+                                               f"at epoch {fit['best_epoch']}")
+        with open(os.path.join(folder, "summary.json"), "w") as f:
+            json.dump(info, f, indent=1)
+        arrays = {"names": np.array(predict.names), "probs": probs}
+        if label == "all":
+            arrays["embeddings"] = emb
+        save_npz(path, arrays)
+        if os.path.isfile(os.path.join(folder, CHECKPOINT)):
+            os.remove(os.path.join(folder, CHECKPOINT))
+    parallel.barrier()
     logger.info(f"training {label}: best val weighted F1 {fit['best_f1']:.4f} at epoch {fit['best_epoch']} of "
                 f"{fit['epochs_run']} ({fit['seconds']:.1f}s); peak memory {peak_memory(device)}; model in {adapter}")
     return {"names": predict.names, "probs": probs, "embeddings": emb if label == "all" else None, "info": info}
@@ -365,26 +430,33 @@ def _write_history(folder, history, title):
         plot_history(history, os.path.join(folder, "curves.png"), title)
 
 
-def _rows(out, names, values, units, texts, sources, dtype):
+def _rows(out, names, values, units, texts, sources, dtype, failed=None):
+    text = sources.modality == "text"
     rows = []
     for n in names:
-        fp = "sha256:" + hashlib.sha256(texts[n].encode("utf-8")).hexdigest()[:16] if n in texts else None
+        if text:
+            fp = "sha256:" + hashlib.sha256(texts[n].encode("utf-8")).hexdigest()[:16] if n in texts else None
+        else:  # as extraction records a media input: size and mtime
+            fp = sources.fingerprint(n)
         if n not in values:
-            rows.append(xrunner._report_row(n, "missing_text", f"no text for '{n}' in column '{sources.subtitle_col}'",
-                                            sources.input_of(n)))
+            e = (failed or {}).get(n) or sources.missing(n)
+            reason = f"no text for '{n}' in column '{sources.subtitle_col}'" if text and n not in (failed or {}) \
+                else str(e)
+            rows.append(xrunner._report_row(n, "missing_text" if text else e.code, reason, sources.input_of(n)))
             continue
         writer.save_npy(writer.feature_path(out, n), np.asarray(values[n], dtype=dtype))
-        rows.append(xrunner._report_row(n, "ok", "", sources.input_of(n), {"tokens": len(units[n])}, 0, fp))
+        info = {"tokens": len(units[n])} if text else inputs_mod.AudioInputs.info(units[n])
+        rows.append(xrunner._report_row(n, "ok", "", sources.input_of(n), info, 0, fp))
     return rows
 
 
 def write_features(args, out, feature, names, units, texts, sources, encoder, results, identity, s, backbone, t_start,
-                   logger):
+                   logger, processes=1, failed=None):
     """The embeddings of the whole-list model, through extraction's writer; returns the exit status."""
     done = results["all"]
     values = dict(zip(done["names"], done["embeddings"]))
-    rows = _rows(out, names, values, units, texts, sources, args.save_dtype)
-    report = xrunner.close_folder(out, rows, names, encoder, 1, time.time() - t_start)
+    rows = _rows(out, names, values, units, texts, sources, args.save_dtype, failed)
+    report = xrunner.close_folder(out, rows, names, encoder, processes, time.time() - t_start)
     manifest = writer.read_manifest(out)
     manifest["finetune"] = {"base_model": backbone.ref.label, "revision": backbone.ref.weights_id(),
                             "adapter": "adapter", "adapter_hash": done["info"]["adapter_hash"],
@@ -394,12 +466,14 @@ def write_features(args, out, feature, names, units, texts, sources, encoder, re
                             "device": str(encoder.device), "peak_memory": peak_memory(encoder.device)}
     writer.write_manifest(out, manifest)
     ok = report.status.isin(xrunner.DONE)
-    registered = xrunner.register_in_dataset(args.dataset, out, feature, "text", encoder.dim, "UTT", ok.any())
-    print(xrunner.summarize(report, out, feature, "text", encoder.dim, registered=registered))
+    registered = xrunner.register_in_dataset(args.dataset, out, feature, sources.modality, encoder.dim, "UTT",
+                                             ok.any())
+    print(xrunner.summarize(report, out, feature, sources.modality, encoder.dim, registered=registered))
     return 0 if ok.all() else 1
 
 
-def write_probs(args, out, feature, names, units, texts, sources, encoder, results, train, trainings, t_start, logger):
+def write_probs(args, out, feature, names, units, texts, sources, encoder, results, train, trainings, t_start, logger,
+                processes=1, failed=None):
     """Class probabilities: out-of-fold for the training names, the fold models' mean for the others."""
     folds = [label for label, _, _ in trainings if label != "all"]
     trained = set(train["names"])
@@ -412,14 +486,15 @@ def write_probs(args, out, feature, names, units, texts, sources, encoder, resul
                 sums.setdefault(n, []).append(p)
     for n, ps in sums.items():
         values[n] = np.mean(np.stack(ps), axis=0)
-    rows = _rows(out, names, values, units, texts, sources, "float32")
-    report = xrunner.close_folder(out, rows, names, encoder, 1, time.time() - t_start)
+    rows = _rows(out, names, values, units, texts, sources, "float32", failed)
+    report = xrunner.close_folder(out, rows, names, encoder, processes, time.time() - t_start)
     manifest = writer.read_manifest(out)
     manifest["finetune"] = {"folds": len(folds), "out_of_fold": len(trained & set(values)),
                             "embedding_feature": os.path.basename(os.path.normpath(out))[:-len("-probs")],
                             "trainings": {k: results[k]["info"] for k in folds}}
     writer.write_manifest(out, manifest)
     ok = report.status.isin(xrunner.DONE)
-    registered = xrunner.register_in_dataset(args.dataset, out, feature, "text", encoder.dim, "UTT", ok.any())
-    print(xrunner.summarize(report, out, feature, "text", encoder.dim, registered=registered))
+    registered = xrunner.register_in_dataset(args.dataset, out, feature, sources.modality, encoder.dim, "UTT",
+                                             ok.any())
+    print(xrunner.summarize(report, out, feature, sources.modality, encoder.dim, registered=registered))
     return 0 if ok.all() else 1

