@@ -17,10 +17,21 @@ The steps, in this order (each with its own timeout; every step runs whatever be
   grid             python -m engine.grid: 4 train.py runs at once on GPU 0 (--jobs 4 --gpus 0), a small demo data set
   compile          one train.py --compile run; its train.log must say "compiled" (no fallback to eager). Its
                    training list is not a multiple of the batch size, as real data: the last batch is smaller
+  finetune_cuda    bench/finetune_cuda.py: a tiny Qwen2 (keyword texts) and a tiny HuBERT (pitch tones) fine-tuned
+                   with LoRA through preprocess/finetune_encoder.py on CUDA (bf16 autocast over a bfloat16 base, as
+                   seen inside the training's forward pass; finite embeddings, one per name, of --embed_dim), with --load_in_4bit
+                   (skipped, saying so, without bitsandbytes), under a 2-process torchrun (each rank on GPU
+                   LOCAL_RANK; skipped, saying so, with one GPU), and on the CPU beside them: both devices must learn
+                   the labels; their validation F1 side by side
+  finetune_throughput
+                   bench/finetune_throughput.py: LoRA r 8 training samples/s and peak memory of a Qwen2 of
+                   Qwen2.5-1.5B's shape (random weights built on the GPU in bf16), batch 8 x 128 tokens, without and
+                   with gradient checkpointing, through finetuning's model, head and trainer
 
 With --device cpu the same steps run on the CPU at tiny sizes, a smoke test of this script (CI's): the CUDA
 tests are then all skipped or deselected ("no CUDA tests ran" counts as ok there), the grid trains --device cpu
-runs, and a --compile fallback for want of a C++ compiler is "skipped", not a failure. With --device cuda and no
+runs, a --compile fallback for want of a C++ compiler is "skipped", not a failure, finetune_cuda runs its CPU parts
+(its CUDA parts "skipped") and finetune_throughput a tiny shape. With --device cuda and no
 GPU visible it stops at once, with one line saying to use --device cpu.
 
 What it writes into OUT_DIR:
@@ -68,6 +79,7 @@ DEFAULT_BUDGET = {"cuda": 450, "cpu": 480}
 # the tiny HuBERT of the clip demo (corpora/clip_demo.py) and the feature it is registered as in config.py
 CLIP_MODEL, CLIP_FEATURE = "tiny-hubert", "clipdemo-tiny-hubert-UTT"
 GRID_RUNS = 4
+FINETUNE_TIMEOUT = {"cuda": 150, "cpu": 240}  # the finetune_cuda step: its CPU runs beside the CUDA ones on a GPU
 MAX_TMP_PATH = 60  # longest TMPDIR under which multiprocessing's socket paths stay within 107 bytes
 
 
@@ -452,8 +464,126 @@ def check_compile(ctx, rc, text):
     return figs, None
 
 
+FINETUNE_PART = re.compile(r"^part (\S+): (ok|failed|skipped)(?: in ([\d.]+)s)?(?:: (.*))?$", re.M)
+
+
+def _finetune_bench():
+    """bench/finetune_cuda.py as a module (its parsing of the runs' lines and its list of parts)."""
+    import importlib.util
+
+    bench = os.path.join(REPO, "bench")
+    spec = importlib.util.spec_from_file_location("gpu_check_finetune_cuda", os.path.join(bench, "finetune_cuda.py"))
+    module = importlib.util.module_from_spec(spec)
+    added = bench not in sys.path
+    if added:
+        sys.path.append(bench)  # its "import _paths"
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(bench)
+    return module
+
+
+def parse_finetune_cuda(text):
+    """bench/finetune_cuda.py's lines: per part its verdict (``part <name>: ok|failed|skipped in Ns: note``), what
+    its run saw inside the training (``observed``, per rank) and wrote (``result``); ``compare <modality>:
+    val_f1 cuda X, cpu Y``; the counts of its last line."""
+    runs = _finetune_bench().parse(text)
+    parts = {}
+    for m in FINETUNE_PART.finditer(text):
+        rec = {"status": m.group(2), "seconds": m.group(3) and float(m.group(3)), "note": m.group(4)}
+        run = runs.get(m.group(1), {})
+        if run.get("result"):
+            rec["result"] = run["result"]
+        if run.get("observed"):
+            rec["observed"] = run["observed"]
+        parts[m.group(1)] = rec
+    figs = {"parts": parts}
+    compare = {m.group(1): {"cuda": float(m.group(2)), "cpu": float(m.group(3))}
+               for m in re.finditer(r"^compare (\w+): val_f1 cuda ([\d.]+), cpu ([\d.]+)$", text, re.M)}
+    if compare:
+        figs["compare_val_f1"] = compare
+    m = re.search(r"^finetune_cuda: (\d+) ok, (\d+) skipped, (\d+) failed in ([\d.]+)s$", text, re.M)
+    if m:
+        figs.update(ok=int(m.group(1)), skipped=int(m.group(2)), failed=int(m.group(3)), seconds=float(m.group(4)))
+    return figs
+
+
+def check_finetune_cuda(ctx, rc, text):
+    """Every part has its verdict; none failed; the parts of this device ran (text and audio on CUDA, or on the
+    CPU with --device cpu); the skipped ones are named in the note with their reasons."""
+    figs = parse_finetune_cuda(text)
+    parts = figs["parts"]
+    expected = _finetune_bench().PARTS
+    failed = [f"{k}: {v['note']}" for k, v in parts.items() if v["status"] == FAILED]
+    if failed:
+        return figs, (FAILED, "; ".join(failed))
+    missing = [k for k in expected if k not in parts]
+    if missing:
+        return figs, (FAILED, f"no verdict for {', '.join(missing)}" + (f" ({failed_note(rc, text)[1]})" if rc else ""))
+    if rc != 0:
+        return figs, failed_note(rc, text)
+    must = ("text_cuda", "audio_cuda") if ctx.cuda else ("text_cpu", "audio_cpu")
+    not_run = [k for k in must if parts[k]["status"] != OK]
+    if not_run:
+        return figs, (FAILED, f"{', '.join(not_run)} did not run: {parts[not_run[0]]['note']}")
+    skipped = [f"{k} ({v['note']})" for k, v in parts.items() if v["status"] == SKIPPED]
+    return figs, (OK, "skipped: " + "; ".join(skipped)) if skipped else None
+
+
+THROUGHPUT_RUN = re.compile(r"^grad_checkpointing (on|off): ([\d,]+) parameters, ([\d,]+) trainable; built in "
+                            r"([\d.]+)s; ([\d.,]+) samples/s \(([\d,]+) tokens/s\), ([\d.]+) ms/step; loss (\S+); "
+                            r"peak memory ([\d.]+) GiB \((.*)\)$", re.M)
+
+
+def parse_finetune_throughput(text):
+    """bench/finetune_throughput.py's figures: the shape, device, batch and, per gradient checkpointing (off, on),
+    parameters, samples/s, ms/step, loss and peak memory."""
+    figs, runs = {}, {}
+    m = re.search(r"^shape (\S+): hidden (\d+), layers (\d+), heads (\d+) \((\d+) kv\), intermediate (\d+), "
+                  r"vocab (\d+); random weights built on (\S+) in (\S+)$", text, re.M)
+    if m:
+        figs.update(shape=m.group(1), hidden=int(m.group(2)), layers=int(m.group(3)), heads=int(m.group(4)),
+                    kv_heads=int(m.group(5)), intermediate=int(m.group(6)), vocab=int(m.group(7)),
+                    device=m.group(8), base_dtype=m.group(9))
+    m = re.search(r"^device (\S+)(?: \((.*?)\))?; autocast (\S+); batch (\d+) x (\d+) tokens; LoRA r (\d+); "
+                  r"(\d+) warm-up steps, (\d+) timed$", text, re.M)
+    if m:
+        figs.update(device_detail=m.group(2), autocast=m.group(3), batch_size=int(m.group(4)), tokens=int(m.group(5)),
+                    lora=int(m.group(6)), warmup_steps=int(m.group(7)), timed_steps=int(m.group(8)))
+    for m in THROUGHPUT_RUN.finditer(text):
+        runs[m.group(1)] = {"parameters": int(_num(m.group(2))), "trainable": int(_num(m.group(3))),
+                            "built_s": float(m.group(4)), "samples_per_s": _num(m.group(5)),
+                            "tokens_per_s": _num(m.group(6)), "ms_per_step": float(m.group(7)),
+                            "loss": float(m.group(8)), "peak_memory_gib": float(m.group(9)),
+                            "peak_memory_of": m.group(10)}
+    if runs:
+        figs["grad_checkpointing"] = runs
+    return figs
+
+
+def check_finetune_throughput(ctx, rc, text):
+    figs = parse_finetune_throughput(text)
+    runs = figs.get("grad_checkpointing", {})
+    if rc != 0:
+        return figs, failed_note(rc, text)
+    if set(runs) != {"off", "on"}:
+        return figs, (FAILED, f"runs {sorted(runs)} in its output, not off and on (gradient checkpointing)")
+    if not all(r["samples_per_s"] > 0 and r["loss"] == r["loss"] and abs(r["loss"]) != float("inf")
+               for r in runs.values()):
+        return figs, (FAILED, "a samples/s figure is not positive or a loss is not finite")
+    if not str(figs.get("device", "")).startswith(ctx.device):
+        return figs, (FAILED, f"it ran on {figs.get('device')}, not {ctx.device}")
+    if ctx.cuda and (figs.get("shape") != "qwen2.5-1.5b" or figs.get("base_dtype") != "bfloat16"
+                     or figs.get("autocast") != "bf16"):
+        return figs, (FAILED, f"shape {figs.get('shape')}, base {figs.get('base_dtype')}, autocast "
+                              f"{figs.get('autocast')}; expected qwen2.5-1.5b in bfloat16 under bf16 autocast")
+    return figs, None
+
+
 def build_steps(ctx):
-    """The eight steps of the check, sized for ctx.device."""
+    """The ten steps of the check, sized for ctx.device."""
     py, cuda, dev = ctx.py, ctx.cuda, ctx.device
     steps = []
 
@@ -527,6 +657,22 @@ def build_steps(ctx):
 
     steps.append(Step("compile", "train.py --compile (its log must say compiled)", compile_commands,
                       180, check_compile))
+
+    # tiny text and speech models fine-tuned through preprocess/finetune_encoder.py on CUDA and, beside, on the CPU
+    timeout = FINETUNE_TIMEOUT[dev]
+    steps.append(Step(
+        "finetune_cuda", "bench/finetune_cuda.py: tiny Qwen2 and HuBERT fine-tuned on " + (
+            "CUDA (bf16 autocast, 4-bit, ranks) and on the CPU" if cuda else "the CPU (the CUDA parts skipped)"),
+        lambda: [[py, "bench/finetune_cuda.py", os.path.join(ctx.work, "finetune"), "--device", dev,
+                  "--gpus", str(ctx.gpus or 0), "--budget", str(timeout - 10),
+                  "--part_timeout", "90" if cuda else "150"]],
+        timeout, check_finetune_cuda))
+
+    steps.append(Step(
+        "finetune_throughput", "bench/finetune_throughput.py: LoRA samples/s " + (
+            "on Qwen2.5-1.5B's shape (bf16), without and with gradient checkpointing" if cuda
+            else "at a tiny shape on the CPU"),
+        [[py, "bench/finetune_throughput.py", "--device", dev]], 90, check_finetune_throughput))
     return steps
 
 

@@ -13,7 +13,12 @@
 #   5. bench/rank_devices.py under a 2-process torchrun (1 process where there is one GPU, said in the note): each
 #      rank's device, current CUDA device, contexts, model and batches must be GPU LOCAL_RANK's, cuda:0 refused;
 #   6. a grid of 4 train.py runs at once on GPU 0 (python -m engine.grid --jobs 4 --gpus 0) on a small demo set;
-#   7. one train.py --compile run, whose train.log must say it was compiled (not fallen back to eager).
+#   7. one train.py --compile run, whose train.log must say it was compiled (not fallen back to eager);
+#   8. bench/finetune_cuda.py: tiny text and speech models fine-tuned through preprocess/finetune_encoder.py on CUDA
+#      (bf16 autocast checked inside the training, finite embeddings of the set width), with --load_in_4bit and under
+#      a 2-GPU torchrun where possible (else skipped, said in the note), and on the CPU: both learn the labels;
+#   9. bench/finetune_throughput.py: LoRA samples/s and peak memory on Qwen2.5-1.5B's shape (random weights, bf16),
+#      without and with gradient checkpointing.
 # It writes OUT_DIR/gpu_check.json (the machine: python, torch, CUDA, GPU name and memory; per step: commands,
 # status, seconds, return code, figures parsed from the benches, last lines of output) and OUT_DIR/gpu_check.log
 # (every step's full output); the steps' data go to OUT_DIR/work, never into the repository. Exit status 0 when

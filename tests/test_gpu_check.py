@@ -95,6 +95,111 @@ def test_case11_the_gpu_check_compares_each_ranks_device_with_its_local_rank():
     assert gc.rank_processes(cpu) == 2 and gc.check_torchrun_ranks(cpu, 0, cpu_out)[1] is None
 
 
+FINETUNE_OUT = """\
+data set ftcheck: 3 labels, keyword texts and pitch tones; tiny Qwen2 and HuBERT; made in 4.1s
+----- text_cuda: bench/finetune_cuda.py _observe text_cuda ... (exit code 0)
+observed text_cuda rank 0 local_rank 0 of 1: states cuda:0 bfloat16; model cuda:0; autocast bf16; base bfloat16; adapters float32; quantised 0; current_device 0; bf16_supported yes
+result text_cuda: val_f1 0.9582; best_epoch 2 of 5; files 136 of 136; width 64 (embed_dim 64); dtype float16; finite yes; device cuda:0; peak_memory 0.02 GiB (GPU)
+-----
+part text_cuda: ok in 11.2s: val_f1 0.9582, autocast bf16, states bfloat16, 136 files of width 64
+observed audio_cuda rank 0 local_rank 0 of 1: states cuda:0 bfloat16; model cuda:0; autocast bf16; base bfloat16; adapters float32; quantised 0; current_device 0; bf16_supported yes
+result audio_cuda: val_f1 1.0000; best_epoch 2 of 5; files 136 of 136; width 64 (embed_dim 64); dtype float16; finite yes; device cuda:0; peak_memory 0.03 GiB (GPU)
+part audio_cuda: ok in 12.0s: val_f1 1.0000, autocast bf16, states bfloat16, 136 files of width 64
+part text_4bit_cuda: skipped: bitsandbytes is not installed (pip install bitsandbytes)
+part text_ranks_cuda: skipped: 1 GPU: the 2-rank check needs 2 GPUs
+observed text_cpu rank 0 local_rank 0 of 1: states cpu float32; model cpu; autocast off; base float32; adapters float32; quantised 0; current_device none; bf16_supported yes
+result text_cpu: val_f1 0.9582; best_epoch 2 of 5; files 136 of 136; width 64 (embed_dim 64); dtype float16; finite yes; device cpu; peak_memory 0.46 GiB (CPU, resident)
+part text_cpu: ok in 20.3s: val_f1 0.9582, autocast off, states float32, 136 files of width 64
+observed audio_cpu rank 0 local_rank 0 of 1: states cpu float32; model cpu; autocast off; base float32; adapters float32; quantised 0; current_device none; bf16_supported yes
+result audio_cpu: val_f1 1.0000; best_epoch 2 of 5; files 136 of 136; width 64 (embed_dim 64); dtype float16; finite yes; device cpu; peak_memory 0.62 GiB (CPU, resident)
+part audio_cpu: ok in 31.9s: val_f1 1.0000, autocast off, states float32, 136 files of width 64
+compare text: val_f1 cuda 0.9582, cpu 0.9582
+compare audio: val_f1 cuda 1.0000, cpu 1.0000
+finetune_cuda: 4 ok, 2 skipped, 0 failed in 40.3s
+"""
+
+
+def test_the_finetuning_steps_parts_are_read_and_judged():
+    """finetune_cuda: each part's verdict, what its run saw inside the training and wrote, the F1 of both devices;
+    skipped parts named with their reasons in an ok step; a failed or a missing part fails the step. The bench's
+    own judge: bf16 autocast over a bfloat16 base on CUDA, float32 on the CPU, each rank on GPU LOCAL_RANK."""
+    cuda = gc.Context("/nowhere", "cuda", sys.executable)
+    figs, verdict = gc.check_finetune_cuda(cuda, 0, FINETUNE_OUT)
+    parts = figs["parts"]
+    assert verdict[0] == gc.OK and "text_4bit_cuda (bitsandbytes is not installed" in verdict[1]
+    assert "text_ranks_cuda (1 GPU: the 2-rank check needs 2 GPUs)" in verdict[1]
+    assert parts["text_cuda"]["status"] == gc.OK and parts["text_cuda"]["seconds"] == 11.2
+    assert parts["text_cuda"]["observed"][0]["autocast"] == "bf16" and parts["audio_cuda"]["result"]["files"] == 136
+    assert parts["text_cpu"]["result"]["peak_memory"] == "0.46 GiB (CPU, resident)"
+    assert figs["compare_val_f1"]["text"] == {"cuda": 0.9582, "cpu": 0.9582} and (figs["ok"], figs["skipped"]) == (4, 2)
+    broken = FINETUNE_OUT.replace("part audio_cuda: ok in 12.0s: val_f1 1.0000, autocast bf16, states bfloat16, 136 "
+                                  "files of width 64", "part audio_cuda: failed in 9.0s: embeddings not finite")
+    status, note = gc.check_finetune_cuda(cuda, 1, broken)[1]
+    assert status == gc.FAILED and note == "audio_cuda: embeddings not finite"
+    cut = FINETUNE_OUT.split("observed text_cpu")[0]  # the step's timeout stopped it there
+    status, note = gc.check_finetune_cuda(cuda, -9, cut)[1]
+    assert status == gc.FAILED and note.startswith("no verdict for text_cpu, audio_cpu")
+    cpu = gc.Context("/nowhere", "cpu", sys.executable)
+    assert gc.check_finetune_cuda(cpu, 0, FINETUNE_OUT)[1][0] == gc.OK
+    no_gpu_part = FINETUNE_OUT.replace("part text_cuda: ok in 11.2s: val_f1 0.9582, autocast bf16, states bfloat16, "
+                                       "136 files of width 64", "part text_cuda: skipped: --device cpu: no CUDA part")
+    status, note = gc.check_finetune_cuda(cuda, 0, no_gpu_part)[1]
+    assert status == gc.FAILED and note.startswith("text_cuda did not run")
+
+    ft = gc._finetune_bench()
+    runs = ft.parse(FINETUNE_OUT)
+    assert ft.judge("text_cuda", runs["text_cuda"]) is None and ft.judge("text_cpu", runs["text_cpu"]) is None
+    no_autocast = ft.parse(FINETUNE_OUT.replace("autocast bf16; base bfloat16", "autocast off; base bfloat16", 1))
+    assert "expected bf16 autocast" in ft.judge("text_cuda", no_autocast["text_cuda"])
+    unlearnt = ft.parse(FINETUNE_OUT.replace("result text_cpu: val_f1 0.9582", "result text_cpu: val_f1 0.4100"))
+    assert "not learnt" in ft.judge("text_cpu", unlearnt["text_cpu"])
+    ranks = "".join(f"observed text_ranks_cuda rank {r} local_rank {r} of 2: states cuda:{d} bfloat16; model cuda:{d}; "
+                    f"autocast bf16; base bfloat16; adapters float32; quantised 0; current_device {d}; "
+                    f"bf16_supported yes\n" for r, d in ((0, 0), (1, 0)))
+    ranks += FINETUNE_OUT.split("\n")[3].replace("text_cuda", "text_ranks_cuda") + "\n"
+    note = ft.judge("text_ranks_cuda", ft.parse(ranks)["text_ranks_cuda"], ranks=2)
+    assert note.startswith("rank 1: states_device cuda:0, model cuda:0, current_device 0; expected cuda:1")
+    four_bit = FINETUNE_OUT.split("\n")[2:4]
+    four_bit = "\n".join(four_bit).replace("text_cuda", "text_4bit_cuda")
+    assert "no 4-bit layer" in ft.judge("text_4bit_cuda", ft.parse(four_bit)["text_4bit_cuda"])
+    quantised = ft.parse(four_bit.replace("quantised 0", "quantised 14"))["text_4bit_cuda"]
+    assert ft.judge("text_4bit_cuda", quantised) is None
+
+
+THROUGHPUT_OUT = """\
+shape qwen2.5-1.5b: hidden 1536, layers 28, heads 12 (2 kv), intermediate 8960, vocab 151936; random weights built on cuda:0 in bfloat16
+device cuda:0 (NVIDIA H200); autocast bf16; batch 8 x 128 tokens; LoRA r 8; 3 warm-up steps, 10 timed
+LoRA targets: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+grad_checkpointing off: 1,559,561,224 parameters, 15,847,431 trainable; built in 4.2s; 131.5 samples/s (16,832 tokens/s), 60.8 ms/step; loss 1.2210; peak memory 6.11 GiB (GPU)
+grad_checkpointing on: 1,559,561,224 parameters, 15,847,431 trainable; built in 1.9s; 101.0 samples/s (12,928 tokens/s), 79.2 ms/step; loss 1.2209; peak memory 3.80 GiB (GPU)
+samples/s: off 131.5, on 101.0
+"""
+
+
+def test_the_finetune_throughput_figures_are_read_and_its_cpu_run_passes(capsys):
+    """Its figures, read from a GPU run's output and judged; and its tiny CPU run (the trainer's own loop) gives
+    lines that the parser reads and the check accepts."""
+    cuda = gc.Context("/nowhere", "cuda", sys.executable)
+    figs, verdict = gc.check_finetune_throughput(cuda, 0, THROUGHPUT_OUT)
+    assert verdict is None and figs["shape"] == "qwen2.5-1.5b" and figs["hidden"] == 1536 and figs["layers"] == 28
+    assert (figs["batch_size"], figs["tokens"], figs["lora"], figs["device_detail"]) == (8, 128, 8, "NVIDIA H200")
+    off, on = figs["grad_checkpointing"]["off"], figs["grad_checkpointing"]["on"]
+    assert off["samples_per_s"] == 131.5 and on["peak_memory_gib"] == 3.8 and off["parameters"] == 1559561224
+    assert gc.check_finetune_throughput(cuda, 0, THROUGHPUT_OUT.replace("bfloat16", "float32"))[1][0] == gc.FAILED
+    lone = THROUGHPUT_OUT.split("grad_checkpointing on")[0]
+    assert "not off and on" in gc.check_finetune_throughput(cuda, 0, lone)[1][1]
+
+    bench = load_script("bench/finetune_throughput.py")
+    assert bench.main(["--device", "cpu", "--steps", "1", "--warmup", "1", "--tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    cpu = gc.Context("/nowhere", "cpu", sys.executable)
+    figs, verdict = gc.check_finetune_throughput(cpu, 0, out)
+    assert verdict is None, (verdict, out)
+    assert figs["shape"] == "tiny" and figs["base_dtype"] == "float32" and figs["autocast"] == "off"
+    assert figs["grad_checkpointing"]["on"]["trainable"] < figs["grad_checkpointing"]["on"]["parameters"]
+    assert gc.check_finetune_throughput(cuda, 0, out)[1][0] == gc.FAILED  # a CPU run does not pass for CUDA
+
+
 def test_a_failed_a_hung_and_an_unreached_step_are_recorded_and_the_exit_status_is_1(tmp_path):
     ctx = gc.Context(str(tmp_path), "cpu", sys.executable)
     gc.prepare_work(ctx)
@@ -150,7 +255,7 @@ def test_the_whole_check_on_the_cpu(tmp_path):
     summary = {n: (s["status"], s["note"]) for n, s in steps.items()}
     assert res.returncode == 0 and report["ok"], (summary, res.stdout[-3000:])
     assert list(steps) == ["cuda_tests", "train_fp32", "train_bf16", "extract", "torchrun_extract", "torchrun_ranks",
-                           "grid", "compile"]
+                           "grid", "compile", "finetune_cuda", "finetune_throughput"]
     assert all(s["status"] == gc.OK for n, s in steps.items() if n != "compile")
     assert steps["compile"]["status"] == gc.OK or "no compiler" in steps["compile"]["note"]
     assert report["machine"]["torch"] == torch.__version__ and report["machine"]["python"]
@@ -170,6 +275,13 @@ def test_the_whole_check_on_the_cpu(tmp_path):
     assert g["runs_finished"] == 4 and all(0 < s["test_f1"] <= 1 for s in g["summaries"].values())
     if steps["compile"]["status"] == gc.OK:
         assert steps["compile"]["figures"]["compiled"] is True
+    ft = steps["finetune_cuda"]["figures"]["parts"]  # the CPU parts ran and learnt; the CUDA ones said skipped
+    assert all(ft[k]["status"] == gc.OK and ft[k]["result"]["val_f1"] >= 0.8 for k in ("text_cpu", "audio_cpu"))
+    assert all(ft[k]["status"] == gc.SKIPPED for k in ft if k.endswith("_cuda"))
+    assert ft["text_cpu"]["observed"]["0"]["autocast"] == "off"
+    assert "skipped: text_cuda" in steps["finetune_cuda"]["note"]
+    tp = steps["finetune_throughput"]["figures"]
+    assert tp["shape"] == "tiny" and all(r["samples_per_s"] > 0 for r in tp["grad_checkpointing"].values())
     log = (out / "gpu_check.log").read_text()
     assert all(f"===== {n}: " in log for n in steps)
     assert not (out / "work").exists()  # every step passed: the scratch data are gone
