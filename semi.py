@@ -38,7 +38,7 @@ from pseudo_label import build_parser as pl_parser, strategy_kwargs
 from dataloader.files import DataError, read_names_csv, read_split_json
 from dataloader.splits import low_resource_split
 from engine.config import emo_rule_of
-from pseudo.drivers import acl_loop, check_acl, check_two_stage, read_inputs, two_stage
+from pseudo.drivers import acl_loop, check_acl, check_pool_dialogues, check_two_stage, read_inputs, two_stage
 from engine.grid import Grid, add_grid_flags, grid_options
 from common.errors import OptionalDependencyError
 from common.utils import atomic_path, error_line, set_threads
@@ -123,8 +123,9 @@ def main(argv=None):
             check_two_stage(args.dataset, args.seed, split, train_args, args.strategy, strategy_kwargs(args),
                             args.teachers, out, args.stage2_init, args.weight, args.weight_by_confidence,
                             args.device)
-        read_inputs(args.dataset, split, pool, None if lr_stage else truth,
-                    args.teachers if args.mode == "acl" or args.strategy != "none" else ())
+        inputs = read_inputs(args.dataset, split, pool, None if lr_stage else truth,
+                             args.teachers if args.mode == "acl" or args.strategy != "none" else ())
+        check_pool_dialogues(args.dataset, train_args, inputs[2], args.unlabeled)
         result_path = os.path.join(out, "result.json")
         if os.path.isfile(result_path):  # it describes the lists this run may rewrite
             os.remove(result_path)

@@ -465,6 +465,21 @@ def read_inputs(dataset, split, pool=None, truth_csv=None, teachers=()):
     return split_doc, forbidden, pool, truth, t_lab, t_conf, notes
 
 
+def check_pool_dialogues(dataset, train_args, pool, pool_csv=None):
+    """A context student (``--context K`` in ``train_args``) predicts the pool by dialogues: refuse, before stage 1
+    trains or anything is written, a pool whose names the tables do not know, all dialogues of one (an unlabelled
+    list of names alone, e.g. from an older import); see :func:`dataloader.dialogue.check_list_dialogues`."""
+    from engine.config import TrainConfig
+    from dataloader.dialogue import DialogueIndex, check_list_dialogues
+
+    cfg = TrainConfig.from_argv(list(train_args))
+    if int(cfg.model_args.get("context") or 0) <= 0:
+        return
+    extra = list(cfg.dialogue_csv) + ([pool_csv] if pool_csv and os.path.isfile(pool_csv) else [])
+    index = DialogueIndex.for_dataset(config.DATASETS.get(dataset, {}), extra)
+    check_list_dialogues(index, list(pool), f"the unlabelled pool{f' {pool_csv!r}' if pool_csv else ''}")
+
+
 def _pool(pool, ds_cfg, split_doc, forbidden):
     """The unlabelled pool without labelled, validation and test names, and the lines that say so (for the
     driver's log, written once everything is checked)."""

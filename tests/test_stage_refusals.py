@@ -338,3 +338,34 @@ def test_killed_ablation_driver_leaves_no_train_process(tiny_children, sig):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_case4_semi_context_pool_of_names_alone_is_refused_before_stage1(tiny, capsys):
+    """A context student whose unlabelled pool the tables do not know (a list of names alone: every name a dialogue
+    of one) is refused before stage 1 trains, and nothing is written; the same pool with its dialogues runs."""
+    import semi as semi_script
+
+    split, pool_csv, teacher, _ = _semi_inputs(tiny)
+    from dataloader.files import read_split_json
+
+    labelled = read_split_json(split, CLASSES)["train_info"]["names"]
+    dialogues = tiny.tmp / "dialogues.csv"  # the labelled names in dialogues of 4; the pool's names not in it
+    pd.DataFrame({"name": labelled, "dialogue": [f"d{i // 4}" for i in range(len(labelled))],
+                  "order": [i % 4 for i in range(len(labelled))]}).to_csv(dialogues, index=False)
+    out = str(tiny.tmp / "semi_ctx")
+    argv = _semi_argv(split, pool_csv, teacher, out, 4)
+    argv[-1] += f" --context 1 --dialogue_csv {dialogues}"
+    assert semi_script.main(argv) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "unlabelled pool" in line and "dialogues of one utterance" in line
+    assert not os.path.exists(out)
+
+    from pseudo.drivers import check_pool_dialogues
+
+    pool = pd.read_csv(pool_csv)["name"].tolist()
+    with_dialogues = tiny.tmp / "pool_dialogues.csv"
+    pd.DataFrame({"name": pool, "dialogue": [f"p{i // 3}" for i in range(len(pool))],
+                  "order": [i % 3 for i in range(len(pool))]}).to_csv(with_dialogues, index=False)
+    train_args = ["--dataset", "tiny", "--context", "1", "--dialogue_csv", str(dialogues)]
+    check_pool_dialogues("tiny", train_args, pool, str(with_dialogues))  # its dialogues given: no refusal
+    check_pool_dialogues("tiny", ["--dataset", "tiny"], pool, pool_csv)  # no context: nothing to check
