@@ -442,7 +442,7 @@ def run(args, logger):
                                        token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
                                        max_tokens=args.max_tokens, whisper_states=args.whisper_states,
                                        revision=args.revision, trust_remote_code=args.trust_remote_code,
-                                       logger=logger if shard.main else None)
+                                       logger=logger if shard.main else None, part=getattr(args, "part", None))
         rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" else None
         if sources is None:
             sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col,

@@ -183,7 +183,7 @@ def save_tiny_qwen2_audio(folder, hidden=32, text_hidden=48, layers=2, heads=2, 
     """A tiny Qwen2-Audio (audio tower, projector, Qwen2 language model) with its feature extractor (Whisper's, 30 s
     windows) and a Qwen2 tokenizer holding ``<|audio_bos|>``, ``<|AUDIO|>`` and ``<|audio_eos|>``, saved as the hub
     checkpoint is (``Qwen2AudioForConditionalGeneration``); returns ``folder``. Not in :data:`FAMILIES`: extraction
-    does not take Qwen2-Audio; the fine-tuning stage does (finetuning/audio.py)."""
+    takes its audio tower (``--part audio_tower``), the fine-tuning stage the whole model (finetuning/audio.py)."""
     import torch
     import transformers as T
     from transformers import AutoTokenizer

@@ -72,6 +72,8 @@ def build_parser():
     g.add_argument("--window_s", type=float, default=None, help="audio window in seconds (default 10; Whisper 30)")
     g.add_argument("--sample_rate", type=int, default=None, help="audio rate (default: the model's)")
     g.add_argument("--max_tokens", type=int, default=None, help="text: truncate here (default: the model's limit)")
+    g.add_argument("--part", default=None, help="a part of a multimodal LLM: audio_tower (Qwen2-Audio; its default), "
+                   "recorded in the manifest")
     g.add_argument("--whisper_states", default="encoder", choices=["encoder", "decoder"],
                    help="Whisper: encoder states over the audio (default) or MERTools' decoder states at two start tokens")
     g.add_argument("--limit", type=int, default=None, help="only the first N names (sorted, N >= 1): for a quick try")

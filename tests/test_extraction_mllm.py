@@ -1,0 +1,119 @@
+"""Multimodal-LLM parts as extraction families (issue 25): Qwen2-Audio's audio tower (``--part audio_tower``).
+
+Tiny models built from the family's real config class (random weights, saved with ``save_pretrained``) and
+loaded through the same code path as a hub checkpoint; the released shape is checked on the meta device."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import config
+from extraction import encoders, media, runner, writer
+from extraction.tiny_models import save_tiny_qwen2_audio
+from test_extraction import CPU, _clip_alone_and_in_batch, error_lines, run_cli, tone
+
+
+@pytest.fixture(scope="module")
+def qwen2_audio(tmp_path_factory):
+    return save_tiny_qwen2_audio(str(tmp_path_factory.mktemp("models") / "Qwen2-Audio-tiny"))
+
+
+def test_audio_tower_width_frames_and_padding(qwen2_audio):
+    import transformers as T
+
+    enc = encoders.load_encoder(qwen2_audio, "audio", CPU)
+    assert type(enc.model).__name__ == "Qwen2AudioEncoder"  # the tower alone, not the language model
+    assert enc.dim == 32 and enc.family == "qwen2_audio"
+    assert enc.settings["part"] == "audio_tower" and enc.settings["window_s"] == 30.0
+    prep = enc.preprocessor(tone(300, 2.0))
+    assert prep.units[0].shape == (80, 3000)
+    states, keep = enc.run(prep.units, prep.lengths)
+    assert states.shape == (1, 750, 32) and torch.isfinite(states).all()
+    assert int(keep.sum()) == 50  # 2 s = 200 mel frames -> 100 encoder frames -> 50 after the avg-pool
+    # the same states as the whole model's tower
+    full = T.Qwen2AudioForConditionalGeneration.from_pretrained(qwen2_audio).eval()
+    tower = getattr(full, "audio_tower", None) or full.model.audio_tower
+    with torch.no_grad():
+        ref = tower(torch.from_numpy(prep.units[0])[None]).last_hidden_state
+    torch.testing.assert_close(states, ref.float())
+    # a clip alone equals the clip in a batch beside a longer one
+    other = enc.preprocessor(tone(500, 5.0))
+    alone, batched = _clip_alone_and_in_batch(enc, prep.units, prep.lengths, other.units, other.lengths)
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_part_and_layers_are_refused(qwen2_audio, tmp_path):
+    with pytest.raises(encoders.DataError, match="has audio_tower"):
+        encoders.load_encoder(qwen2_audio, "audio", CPU, part="vision_tower")
+    with pytest.raises(encoders.DataError, match="leave --layers unset"):
+        encoders.load_encoder(qwen2_audio, "audio", CPU, layers="-2")
+    with pytest.raises(encoders.DataError, match="not a visual model|is a audio model"):
+        encoders.load_encoder(qwen2_audio, "visual", CPU)
+
+
+def test_cli_utt_and_frm_record_the_part(qwen2_audio, tmp_path):
+    d = tmp_path / "audio"
+    d.mkdir()
+    names = ["a0", "a1", "a2"]
+    for i, n in enumerate(names):
+        media.write_wav(d / f"{n}.wav", tone(200 + 60 * i, 1.0 + 0.7 * i, seed=i))
+    csv = tmp_path / "names.csv"
+    pd.DataFrame({"name": names}).to_csv(csv, index=False)
+    out = tmp_path / "Qwen2-Audio-tiny-UTT"
+    code, stdout, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--part", "audio_tower",
+                                "--names", csv, "--audio_dir", d, "--out", out)
+    assert code == 0, err
+    for n in names:
+        x = np.load(out / f"{n}.npy")
+        assert x.shape == (32,) and np.isfinite(x).all()
+    s = json.loads((out / writer.MANIFEST).read_text())["settings"]
+    assert (s["part"], s["family"], s["dim"], s["level"]) == ("audio_tower", "qwen2_audio", 32, "UTT")
+    frm = tmp_path / "Qwen2-Audio-tiny-FRM"
+    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--level", "FRM", "--names", csv,
+                           "--audio_dir", d, "--out", frm)
+    assert code == 0, err
+    lengths = [np.load(frm / f"{n}.npy").shape for n in names]
+    assert lengths == [(25, 32), (42, 32), (60, 32)]  # 40 ms frames of 1.0, 1.7, 2.4 s, as the model counts them
+    # the UTT feature is the mean of the FRM frames
+    np.testing.assert_allclose(np.load(out / "a1.npy").astype(np.float32),
+                               np.load(frm / "a1.npy").astype(np.float32).mean(0), atol=2e-3, rtol=2e-3)
+    assert json.loads((frm / writer.MANIFEST).read_text())["settings"]["part"] == "audio_tower"
+    # another part is refused with one line
+    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--part", "language_model",
+                           "--names", csv, "--audio_dir", d, "--out", out)
+    assert code == 2 and len(error_lines(err)) == 1 and "--part 'language_model'" in err
+    # a folder made without the part (another model) refuses this one, naming the part
+    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--names", csv, "--audio_dir", d,
+                           "--out", tmp_path / "whisper-like", "--limit", "1")
+    assert code == 0, err
+    manifest = tmp_path / "whisper-like" / writer.MANIFEST
+    m = json.loads(manifest.read_text())
+    m["settings"].pop("part")
+    manifest.write_text(json.dumps(m))
+    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--names", csv, "--audio_dir", d,
+                           "--out", tmp_path / "whisper-like")
+    assert code == 2 and "part" in err
+
+
+def test_released_shape_writes_the_registered_width():
+    """Qwen2-Audio-7B's audio tower (transformers' default Qwen2AudioConfig: d_model 1280, 128 mel bins), built on
+    the meta device without weights: its states are as wide as config.py registers Qwen2-Audio-7B-UTT."""
+    import transformers as T
+
+    cfg = T.Qwen2AudioConfig()
+    assert cfg.audio_config.d_model == 1280
+    with torch.device("meta"):
+        tower = T.Qwen2AudioEncoder._from_config(cfg.audio_config, dtype=torch.bfloat16)
+    fe = T.WhisperFeatureExtractor(feature_size=cfg.audio_config.num_mel_bins)
+    enc = encoders.Qwen2AudioTowerEncoder(None, cfg, tower, torch.device("meta"), torch.bfloat16, fe, 16000)
+    batch = enc.collate([np.zeros((128, 3000), np.float32)], [16000 * 40])
+    assert int(batch["frames"][0]) == 750  # a window past 30 s keeps the tower's 750 frames
+    with torch.no_grad():
+        states, keep = enc.forward({"input_features": batch["input_features"].to("meta", torch.bfloat16),
+                                    "frames": batch["frames"].to("meta")})
+    assert enc.dim == states.shape[-1] == config.MER2025_FEATURES["Qwen2-Audio-7B-UTT"][1] == 1280
+    assert config.MER2025_FEATURES["Qwen2-Audio-7B-UTT"][0] == "audio"
