@@ -456,14 +456,21 @@ def write_features(args, out, feature, names, units, texts, sources, encoder, re
     done = results["all"]
     values = dict(zip(done["names"], done["embeddings"]))
     rows = _rows(out, names, values, units, texts, sources, args.save_dtype, failed)
+    info = {"base_model": backbone.ref.label, "revision": backbone.ref.weights_id(),
+            "adapter": "adapter", "adapter_hash": done["info"]["adapter_hash"],
+            "split": args.split, "split_hash": identity["split"],
+            "pseudo_split": args.pseudo_split, "folds": s["folds"], "seed": s["seed"],
+            "settings": s, "trainings": {k: v["info"] for k, v in results.items()},
+            "device": str(encoder.device), "peak_memory": peak_memory(encoder.device)}
+    return _close(args, out, feature, names, rows, sources, encoder, processes, t_start, info)
+
+
+def _close(args, out, feature, names, rows, sources, encoder, processes, t_start, info):
+    """Report, manifest (with the fine-tuning's ``info`` under ``finetune``), registration and summary of one
+    written feature; the exit status (0 every name has its file, 1 some failed)."""
     report = xrunner.close_folder(out, rows, names, encoder, processes, time.time() - t_start)
     manifest = writer.read_manifest(out)
-    manifest["finetune"] = {"base_model": backbone.ref.label, "revision": backbone.ref.weights_id(),
-                            "adapter": "adapter", "adapter_hash": done["info"]["adapter_hash"],
-                            "split": args.split, "split_hash": identity["split"],
-                            "pseudo_split": args.pseudo_split, "folds": s["folds"], "seed": s["seed"],
-                            "settings": s, "trainings": {k: v["info"] for k, v in results.items()},
-                            "device": str(encoder.device), "peak_memory": peak_memory(encoder.device)}
+    manifest["finetune"] = info
     writer.write_manifest(out, manifest)
     ok = report.status.isin(xrunner.DONE)
     registered = xrunner.register_in_dataset(args.dataset, out, feature, sources.modality, encoder.dim, "UTT",
@@ -487,14 +494,7 @@ def write_probs(args, out, feature, names, units, texts, sources, encoder, resul
     for n, ps in sums.items():
         values[n] = np.mean(np.stack(ps), axis=0)
     rows = _rows(out, names, values, units, texts, sources, "float32", failed)
-    report = xrunner.close_folder(out, rows, names, encoder, processes, time.time() - t_start)
-    manifest = writer.read_manifest(out)
-    manifest["finetune"] = {"folds": len(folds), "out_of_fold": len(trained & set(values)),
-                            "embedding_feature": os.path.basename(os.path.normpath(out))[:-len("-probs")],
-                            "trainings": {k: results[k]["info"] for k in folds}}
-    writer.write_manifest(out, manifest)
-    ok = report.status.isin(xrunner.DONE)
-    registered = xrunner.register_in_dataset(args.dataset, out, feature, sources.modality, encoder.dim, "UTT",
-                                             ok.any())
-    print(xrunner.summarize(report, out, feature, sources.modality, encoder.dim, registered=registered))
-    return 0 if ok.all() else 1
+    info = {"folds": len(folds), "out_of_fold": len(trained & set(values)),
+            "embedding_feature": os.path.basename(os.path.normpath(out))[:-len("-probs")],
+            "trainings": {k: results[k]["info"] for k in folds}}
+    return _close(args, out, feature, names, rows, sources, encoder, processes, t_start, info)
