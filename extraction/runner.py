@@ -32,6 +32,7 @@ from extraction import writer
 from extraction.media import MediaError
 from extraction.sharding import Shard
 from extraction.sources import FrameRule, Sources, dataset_names
+from common.names import check_name
 from dataloader.files import DataError, read_names_csv
 
 LEVELS = ("UTT", "FRM")
@@ -341,6 +342,8 @@ def check_args(args):
         raise DataError(f"--save_dtype '{args.save_dtype}': use float16 or float32")
     if args.batch_size is not None and args.batch_size < 1:
         raise DataError(f"--batch_size {args.batch_size}: give a positive number of units per batch")
+    if getattr(args, "feature_name", None):  # the folder's name under features/<dataset>/: one name, not a path
+        check_name(args.feature_name, "--feature_name")
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise DataError(f"--limit {limit}: give a positive number of names (the first N, sorted), or leave it out "

@@ -129,6 +129,19 @@ def test_extract_features_refuses_a_bad_name_in_names_csv(tmp_path, extract, bad
     assert not out.exists() and not escaped(tmp_path)
 
 
+@pytest.mark.parametrize("bad", ["../../ESCAPED", "sub/dir", "/abs/feat"])
+def test_extract_features_refuses_a_feature_name_that_is_a_path(tmp_path, extract, bad):
+    """--feature_name names the folder under features/<dataset>/: a path there is refused before the model loads."""
+    pd.DataFrame({"name": ["u0", "u2"], "text": ["hi", "ho"]}).to_csv(tmp_path / "subs.csv", index=False)
+    pd.DataFrame({"name": ["u0", "u2"]}).to_csv(tmp_path / "names.csv", index=False)
+    code, _, err = run_main(extract, ["--modality", "text", "--model", tmp_path / "no-model", "--names",
+                                      tmp_path / "names.csv", "--subtitles", tmp_path / "subs.csv", "--feature_name",
+                                      bad, "--out", tmp_path / "feats", "--quiet", "--device", "cpu"])
+    line = one_error_line(err)
+    assert code == 2 and "--feature_name" in line and repr(bad) in line
+    assert not (tmp_path / "feats").exists() and not escaped(tmp_path)
+
+
 def test_extract_features_refuses_a_bad_name_in_a_subtitle_csv(tmp_path, extract):
     pd.DataFrame({"name": ["u0", "u1"]}).to_csv(tmp_path / "names.csv", index=False)
     pd.DataFrame({"name": ["u0", "u1", "../../ESCAPED"], "text": ["a", "b", "c"]}).to_csv(tmp_path / "subs.csv",
