@@ -435,3 +435,79 @@ def describe(report):
         lines.append(f"removed {', '.join(report['removed'])}: written by an earlier conversion, not by this one (no "
                      "subtitle table this time), so that no later step reads them as this release's")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# How each of the runner-up's features (config.MER2025_FEATURES) is made from the release's clips.
+# Inputs come from DATASETS["mer2025"] (video/, audio/, openface_face/, subtitle_chieng.csv); every
+# extraction command writes features/mer2025/<name>, the folder config.py registers.
+# ---------------------------------------------------------------------------------------------
+_FACE = "face crops (openface_face/)"
+_EXTERNAL_FACE = ("a face-expression CNN from MERTools' own checkpoints, not in transformers: extract it with "
+                  "MERTools (feature_extraction/visual) and link the folder to features/mer2025/{name}; "
+                  "preprocess/mer2025.py --features_root checks it")
+FEATURE_RECIPES = {
+    # video
+    "clip-vit-large-patch14-UTT": {"modality": "visual", "model": "openai/clip-vit-large-patch14", "input": _FACE},
+    "clip-vit-base-patch32-UTT": {"modality": "visual", "model": "openai/clip-vit-base-patch32", "input": _FACE},
+    "InternVL_2_5_HiCo_R16-UTT": {
+        "external": "InternVideo2.5 (HiCo, 16 tokens a frame; OpenGVLab/InternVideo2_5_Chat_8B) ships its own "
+                    "modelling code and is not in transformers, so this project does not run it. The same width "
+                    "(4096: InternVL2.5-8B's language model) from transformers' InternVL, its language model over "
+                    "16 frames of the video, is the command below; it makes a different feature, so it keeps its "
+                    "own name (add it to --feat in place of this one)",
+        "modality": "visual", "model": "OpenGVLab/InternVL2_5-8B-MPO-hf", "input": "video frames (video/)",
+        "flags": ["--part", "language_model", "--frames", "16"], "writes": "InternVL2_5-8B-MPO-hf-frames-UTT",
+        "dim": 4096},
+    "dinov2-large-UTT": {"modality": "visual", "model": "facebook/dinov2-large", "input": _FACE},
+    "videomae-large-UTT": {"modality": "visual", "model": "MCG-NJU/videomae-large", "input": _FACE},
+    "videomae-base-UTT": {"modality": "visual", "model": "MCG-NJU/videomae-base", "input": _FACE},
+    "manet_UTT": {"external": _EXTERNAL_FACE},
+    "emonet_UTT": {"external": _EXTERNAL_FACE},
+    "senet50face_UTT": {"external": _EXTERNAL_FACE},
+    "resnet50face_UTT": {"external": _EXTERNAL_FACE},
+    # audio
+    "chinese-hubert-large-UTT": {"modality": "audio", "model": "TencentGameMate/chinese-hubert-large"},
+    "chinese-hubert-base-UTT": {"modality": "audio", "model": "TencentGameMate/chinese-hubert-base"},
+    "Qwen2-Audio-7B-UTT": {"modality": "audio", "model": "Qwen/Qwen2-Audio-7B", "flags": ["--part", "audio_tower"]},
+    "whisper-large-v2-UTT": {"modality": "audio", "model": "openai/whisper-large-v2"},
+    "chinese-wav2vec2-large-UTT": {"modality": "audio", "model": "TencentGameMate/chinese-wav2vec2-large"},
+    "chinese-wav2vec2-base-UTT": {"modality": "audio", "model": "TencentGameMate/chinese-wav2vec2-base"},
+    "wavlm-base-UTT": {"modality": "audio", "model": "microsoft/wavlm-base"},
+    # text (the Chinese subtitles: extraction's default column)
+    "chinese-roberta-wwm-ext-large-UTT": {"modality": "text", "model": "hfl/chinese-roberta-wwm-ext-large"},
+    "chinese-roberta-wwm-ext-UTT": {"modality": "text", "model": "hfl/chinese-roberta-wwm-ext"},
+    "chinese-macbert-large-UTT": {"modality": "text", "model": "hfl/chinese-macbert-large"},
+    "chinese-macbert-base-UTT": {"modality": "text", "model": "hfl/chinese-macbert-base"},
+    "bloom-7b1-UTT": {"modality": "text", "model": "bigscience/bloom-7b1"},
+    # this project's own
+    "openface-au-FRM": {"script": "python preprocess/run_openface.py --bin <OpenFace>/build/bin/FeatureExtraction "
+                                  "--video_dir <release>/video --out openface_out --au_out features/mer2025/openface-au-FRM"},
+}
+
+
+def feature_command(name):
+    """The command that makes feature ``name`` of config.MER2025_FEATURES from the release's clips (None where
+    the model is not one this project runs: see the recipe's ``external``)."""
+    r = FEATURE_RECIPES[name]
+    if "script" in r:
+        return r["script"]
+    if "model" not in r:
+        return None
+    return " ".join(["python preprocess/extract_features.py --dataset mer2025 --modality", r["modality"], "--model",
+                     r["model"]] + list(r.get("flags", [])))
+
+
+def feature_commands(root=None):
+    """``[(name, dim, status, command or the way to bring it)]`` for every feature of config.MER2025_FEATURES; status
+    is ``present`` where ``root/<name>`` (default the registered folder) exists, else ``missing``."""
+    rows = []
+    for name, (_, dim) in config.MER2025_FEATURES.items():
+        folder = os.path.join(root, name) if root else config.MODALITY_DICTS[config.MER2025_FEATURES[name][0]][name][1]
+        status = "present" if os.path.isdir(folder) else "missing"
+        r = FEATURE_RECIPES[name]
+        how = feature_command(name)
+        if "external" in r:
+            how = r["external"].format(name=name) + (f": {how}" if how else "")
+        rows.append((name, dim, status, how))
+    return rows

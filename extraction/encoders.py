@@ -554,100 +554,6 @@ class WhisperEncoder(Encoder):
         return states, keep
 
 
-class Qwen2AudioTowerEncoder(WhisperEncoder):
-    """Qwen2-Audio's audio tower (``Qwen2AudioEncoder``, ``--part audio_tower``): Whisper's encoder over 30 s log-mel
-    windows, then a stride-2 average pool and a layer norm; its output (one state per 640 samples, 40 ms) is what
-    the projector feeds the language model. Kept to the frames that hold audio, counted as the model counts them
-    (``_get_feat_extract_output_lengths`` of the real mel length). The tower returns no per-layer states."""
-
-    def __init__(self, ref, config, model, device, dtype, feature_extractor, sample_rate):
-        Encoder.__init__(self, ref, config, model, device, dtype)
-        acfg = getattr(config, "audio_config", config)
-        self.states, self.layers = "encoder", None
-        self.dim = int(acfg.d_model)
-        self.mel_hop = int(feature_extractor.hop_length)
-        self.max_frames = int(acfg.max_source_positions) // 2  # the avg-pool halves the encoder's frames
-        self.preprocessor = AudioPreprocessor(feature_extractor, sample_rate, feature_extractor.chunk_length,
-                                              whisper=True)
-        self.settings = {"part": "audio_tower", "layers": "tower output", "sample_rate": sample_rate,
-                         "window_s": float(feature_extractor.chunk_length)}
-
-    def collate(self, units, lengths):
-        import torch
-
-        mel = torch.from_numpy(np.ceil(np.asarray(lengths) / self.mel_hop).astype(np.int64))
-        _, frames = self.model._get_feat_extract_output_lengths(mel)
-        return {"input_features": torch.from_numpy(np.stack(units)), "frames": frames.clamp(max=self.max_frames)}
-
-    def forward(self, batch):
-        import torch
-
-        states = self.model(batch["input_features"]).last_hidden_state.float()
-        keep = torch.arange(states.shape[1], device=states.device)[None, :] < batch["frames"][:, None]
-        return states, keep
-
-
-def _tower_key(key, prefix="audio_tower."):
-    """The tower's own name of a checkpoint key (``audio_tower.x`` or transformers 5's ``model.audio_tower.x``)."""
-    for p in (prefix, "model." + prefix):
-        if key.startswith(p):
-            return key[len(p):]
-    return None
-
-
-def load_audio_tower(ref, config, dtype):
-    """Only Qwen2-Audio's audio tower: built on the meta device, then given the ``audio_tower.*`` tensors read from
-    the safetensors shards that hold them (a hub id fetches those shards only), so memory holds the tower (~0.6 B
-    parameters) and never the 7 B language model. Checkpoints without safetensors fall back to the whole model on
-    the CPU, keeping ``.audio_tower`` (the peak is then the whole model's size)."""
-    import torch
-    import transformers as T
-    from transformers.utils import cached_file
-
-    rev = ref.revision if ref.source == "hub" else None
-    acfg = config.audio_config if hasattr(config, "audio_config") else config
-    prefix = "audio_tower." if hasattr(config, "audio_config") else ""
-
-    def fetch(name):
-        try:
-            return cached_file(ref.path, name, revision=rev, _raise_exceptions_for_missing_entries=False)
-        except (OSError, ValueError):
-            return None
-
-    index = fetch("model.safetensors.index.json")
-    if index:
-        with open(index) as fh:
-            wmap = json.load(fh)["weight_map"]
-        shards = sorted({f for k, f in wmap.items() if not prefix or _tower_key(k, prefix) is not None})
-    else:
-        shards = ["model.safetensors"]
-    paths = [fetch(f) for f in shards]
-    if paths and all(paths):
-        from safetensors import safe_open
-
-        state = {}
-        for path in paths:
-            with safe_open(path, framework="pt") as f:
-                for k in f.keys():
-                    name = _tower_key(k, prefix) if prefix else k
-                    if name is not None:
-                        state[name] = f.get_tensor(k).to(dtype)
-        if state:
-            with torch.device("meta"):
-                tower = T.Qwen2AudioEncoder._from_config(acfg, dtype=dtype)
-            missing, unexpected = tower.load_state_dict(state, strict=False, assign=True)
-            if missing or unexpected:
-                raise DataError(f"model '{ref.spec}': the audio tower's weights do not match its config (missing "
-                                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-            return tower.eval()
-    cls = T.Qwen2AudioForConditionalGeneration if prefix else T.Qwen2AudioEncoder
-    kw = {"dtype" if int(T.__version__.split(".")[0]) >= 5 else "torch_dtype": dtype}
-    net = ref.from_pretrained(cls, **kw)
-    if prefix:  # transformers 5 keeps the parts under ``.model``; 4.x on the model itself
-        net = getattr(net, "audio_tower", None) or net.model.audio_tower
-    return net.eval()
-
-
 class ImageEncoder(Encoder):
     """One vector per frame: CLIP's projected image embedding, or hidden states pooled over tokens."""
 
@@ -803,8 +709,10 @@ def model_kind(config, folder=None):
         return "audio-ssl"
     if mt == "whisper":
         return "whisper"
-    if mt in ("qwen2_audio", "qwen2_audio_encoder"):
-        return "qwen2-audio"
+    from extraction.mllm import MODEL_TYPES
+
+    if mt in MODEL_TYPES:
+        return "mllm"
     if mt in VIDEO_TYPES:
         return "video"
     if mt in IMAGE_TYPES:
@@ -814,12 +722,7 @@ def model_kind(config, folder=None):
     return None
 
 
-KIND_MODALITY = {"audio-ssl": "audio", "whisper": "audio", "qwen2-audio": "audio", "image": "visual", "video": "visual",
-                 "text": "text"}
-
-
-# the parts of a multimodal LLM that --part chooses, the first the default
-MODEL_PARTS = {"qwen2-audio": ("audio_tower",)}
+KIND_MODALITY = {"audio-ssl": "audio", "whisper": "audio", "image": "visual", "video": "visual", "text": "text"}
 
 
 def _is_sentence_transformers(folder):
@@ -846,11 +749,12 @@ def resolve_dtype(dtype, device):
 
 def load_encoder(model, modality, device, dtype="auto", layers="default", token_pool="default", window_s=None,
                  sample_rate=None, max_tokens=None, whisper_states="encoder", revision=None, trust_remote_code=False,
-                 logger=None, part=None):
+                 logger=None, part=None, prompt=None, inputs=None, device_map=None, load_in=None):
     """Load ``model`` (hub id, folder or ``package:<pip>``) as an :class:`Encoder` for ``modality``.
 
     Defaults (``layers="default"`` ...) are MERTools' for the model's family (see the module docstring).
-    ``part`` picks a part of a multimodal LLM (Qwen2-Audio: ``audio_tower``, its default); other models take none.
+    ``part`` picks a part of a multimodal LLM (:mod:`extraction.mllm`: audio_tower, vision_tower, language_model;
+    ``prompt``, ``inputs``, ``device_map`` and ``load_in`` are the language model part's); other models take none.
     """
     import transformers
 
@@ -872,28 +776,25 @@ def load_encoder(model, modality, device, dtype="auto", layers="default", token_
     else:
         config = ref.load_config()
         kind = model_kind(config, folder)
+        if kind == "mllm":
+            from extraction import mllm
+
+            enc = mllm.load_mllm(ref, config, mllm.family_of(config), part, modality, device, torch_dtype,
+                                 layers=layers, token_pool=token_pool, sample_rate=sample_rate, prompt=prompt,
+                                 inputs=inputs, device_map=device_map, load_in=load_in, logger=logger)
+            enc.family = str(config.model_type)
+            return _loaded(enc, ref, device, torch_dtype, t0, logger)
         if kind is None or KIND_MODALITY[kind] != modality:
             what = f"a {KIND_MODALITY[kind]} model" if kind else "no model family this extractor knows"
             raise DataError(f"--model '{model}' (model_type '{config.model_type}') is {what}, not a {modality} "
                             f"model: pick --modality {KIND_MODALITY.get(kind, '?')} or another model")
-        parts = MODEL_PARTS.get(kind, ())
-        if part is not None and part not in parts:
-            what = f"has {', '.join(parts)}" if parts else "is not a multimodal LLM; leave --part unset"
-            raise DataError(f"--part '{part}': '{model}' ({config.model_type}) {what}")
+        for flag, value in (("--part", part), ("--prompt", prompt), ("--inputs", inputs),
+                            ("--device_map", device_map), ("--load_in", load_in)):
+            if value is not None:
+                raise DataError(f"{flag}: '{model}' ({config.model_type}) is not a multimodal LLM; leave {flag} unset")
         load_kw = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch_dtype}
-        if kind == "qwen2-audio":
-            net = load_audio_tower(ref, config, torch_dtype).to(device)
-        else:
-            net = ref.from_pretrained(transformers.AutoModel, **load_kw).to(device).eval()
-        if kind == "qwen2-audio":
-            if layers != "default":
-                raise DataError("--layers: Qwen2-Audio's audio tower returns its output only; leave --layers unset")
-            fe = ref.from_pretrained(transformers.AutoFeatureExtractor)
-            sr = int(sample_rate or fe.sampling_rate)
-            if sr != int(fe.sampling_rate):
-                raise DataError(f"--sample_rate {sr} differs from the model's {fe.sampling_rate} Hz; leave it unset")
-            enc = Qwen2AudioTowerEncoder(ref, config, net, device, torch_dtype, fe, sr)
-        elif kind in ("audio-ssl", "whisper"):
+        net = ref.from_pretrained(transformers.AutoModel, **load_kw).to(device).eval()
+        if kind in ("audio-ssl", "whisper"):
             fe = ref.from_pretrained(transformers.AutoFeatureExtractor)
             sr = int(sample_rate or fe.sampling_rate)
             if sr != int(fe.sampling_rate):
@@ -926,11 +827,17 @@ def load_encoder(model, modality, device, dtype="auto", layers="default", token_
             enc = TextEncoder(ref, config, net, device, torch_dtype, tok, "last4" if layers == "default" else layers,
                               min(int(max_tokens), limit) if max_tokens else limit)
         enc.family = str(config.model_type)
+    return _loaded(enc, ref, device, torch_dtype, t0, logger)
+
+
+def _loaded(enc, ref, device, torch_dtype, t0, logger):
+    """Time the load and log what was loaded, from where, on what."""
     enc.load_seconds = time.time() - t0
     if logger:
         where = {"folder": "local folder", "package": "pip package", "hub": "Hugging Face cache/hub"}[ref.source]
         logger.info(f"model {ref.label} ({enc.family}, {where}: {ref.path}) loaded on {device} as "
-                    f"{str(torch_dtype).replace('torch.', '')} in {enc.load_seconds:.1f}s; output dim {enc.dim}")
+                    f"{str(torch_dtype).replace('torch.', '')} in {enc.load_seconds:.1f}s; output dim {enc.dim}"
+                    + (f"; part {enc.settings['part']}" if enc.settings.get("part") else ""))
     return enc
 
 

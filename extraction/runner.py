@@ -31,7 +31,7 @@ from extraction import encoders as enc_mod
 from extraction import writer
 from extraction.media import MediaError
 from extraction.sharding import Shard
-from extraction.sources import FrameRule, Sources, dataset_names
+from extraction.sources import ClipInputs, FrameRule, Sources, dataset_names
 from common.names import check_name
 from dataloader.files import DataError, read_names_csv
 
@@ -78,10 +78,17 @@ class ClipDataset:
         return {"name": name, "units": units, "lengths": prep.lengths, "info": prep.info}
 
 
-def default_feature_name(short_name, level, modality, subtitle_col=None, frame_source=None):
+PART_TAGS = {"audio_tower": "audio", "vision_tower": "vision", "language_model": "lm"}
+
+
+def default_feature_name(short_name, level, modality, subtitle_col=None, frame_source=None, part=None,
+                         default_part=None):
     """MERTools' folder names: ``<model>-UTT``; English subtitles ``<model>-langeng-UTT``; whole video
-    frames or detected faces add ``-frames``/``-detface`` (face crops, MERTools' input, add nothing)."""
+    frames or detected faces add ``-frames``/``-detface`` (face crops, MERTools' input, add nothing); a part of a
+    multimodal LLM other than the family's default adds ``-audio``, ``-vision`` or ``-lm``."""
     parts = [short_name]
+    if part and part != default_part:
+        parts.append(PART_TAGS[part])
     if modality == "text" and subtitle_col and subtitle_col != "chinese":
         parts.append("langeng" if subtitle_col == "english" else subtitle_col)
     if modality == "visual" and frame_source in ("whole video frames", "detected faces"):
@@ -254,24 +261,62 @@ def extract_share(names, sources, encoder, out, level, save_dtype, batch_size, w
     return rows
 
 
-def input_folders(args, ds):
+def input_folders(args, ds, modality=None, whole_frames=False):
     """The input flags when any is given, else the data set's entries (audio files before video tracks, face
-    crops before video frames: MERTools' inputs)."""
+    crops before video frames: MERTools' inputs; ``whole_frames``: video frames first, what a multimodal LLM was
+    trained on)."""
+    modality = modality or args.modality
     flags = {"audio_dir": args.audio_dir, "video_dir": args.video_dir, "face_dir": args.face_dir,
              "subtitles": args.subtitles}
     if any(flags.values()):
         return flags
-    if args.modality == "audio":
+    if modality == "audio":
         return {"audio_dir": ds.get("audio_dir"), "video_dir": None if ds.get("audio_dir") else ds.get("video_dir")}
-    if args.modality == "visual":
+    if modality == "visual":
+        if whole_frames and ds.get("video_dir"):
+            return {"video_dir": ds.get("video_dir")}
         return {"face_dir": ds.get("face_dir"), "video_dir": None if ds.get("face_dir") else ds.get("video_dir")}
     return {"subtitles": ds.get("subtitle_csv")}
+
+
+def clip_inputs(args, ds, kinds, rule, sample_rate):
+    """A :class:`ClipInputs` of ``kinds`` (video, audio, subtitle) for a multimodal LLM's chat input: each from its
+    own flag (video: --video_dir or --face_dir; audio: --audio_dir, else the tracks of --video_dir; subtitle:
+    --subtitles) where given, else from the data set's entries (whole video frames before face crops)."""
+    parts = {}
+    for kind in kinds:
+        if kind == "video":
+            if args.video_dir or args.face_dir:
+                where = {"video_dir": args.video_dir, "face_dir": args.face_dir}
+            else:
+                where = {k: v for k, v in input_folders(args, ds, "visual", whole_frames=True).items()
+                         if k in ("video_dir", "face_dir")}
+            parts[kind] = Sources("visual", **where, faces=args.faces, face_channels=args.face_channels,
+                                  frame_rule=rule)
+        elif kind == "audio":
+            if args.audio_dir or args.video_dir:
+                where = {"audio_dir": args.audio_dir, "video_dir": None if args.audio_dir else args.video_dir}
+            else:
+                where = {"audio_dir": ds.get("audio_dir"),
+                         "video_dir": None if ds.get("audio_dir") else ds.get("video_dir")}
+            parts[kind] = Sources("audio", **where, sample_rate=sample_rate)
+        else:
+            parts[kind] = Sources("text", subtitles=args.subtitles or ds.get("subtitle_csv"),
+                                  subtitle_col=args.subtitle_col)
+    return ClipInputs(parts)
 
 
 def probe_inputs(encoder):
     """Two probe units of different lengths for the padding check, or None where inputs have a fixed size."""
     pre = encoder.preprocessor
-    if isinstance(encoder, enc_mod.AudioSSLEncoder):
+    if getattr(encoder, "settings", {}).get("part"):
+        from extraction import mllm
+
+        pair = mllm.probe_raw(encoder)
+        if pair is None:
+            return None
+        a, b = pair
+    elif isinstance(encoder, enc_mod.AudioSSLEncoder):
         rng = np.random.default_rng(0)
         sr = pre.sample_rate
         a = pre(rng.normal(0, 0.1, int(1.3 * sr)).astype(np.float32))
@@ -315,6 +360,10 @@ def frame_rule_for(encoder, frames=None, fps=None):
             raise DataError(f"VideoMAE '{encoder.ref.label}' takes segments of {encoder.num_frames} frames; "
                             f"--frames {frames} cannot be used with it")
         return FrameRule(encoder.num_frames, None, pad=True)
+    if encoder.settings.get("part"):  # a multimodal LLM's frames: a few, uniform (--frames/--fps change it)
+        from extraction.mllm import DEFAULT_FRAMES
+
+        return FrameRule(frames or (None if fps else DEFAULT_FRAMES), fps)
     resampled = encoder.family in FAMILY_FRAMES
     if frames or fps:
         return FrameRule(frames, fps, pad=bool(frames) and resampled)
@@ -355,7 +404,9 @@ def output_folder(args, encoder, sources):
     if args.out:
         return args.out, args.feature_name or os.path.basename(os.path.normpath(args.out))
     feature = args.feature_name or default_feature_name(encoder.ref.short_name, args.level, args.modality,
-                                                        sources.subtitle_col, sources.identity().get("frame_source"))
+                                                        sources.subtitle_col, sources.identity().get("frame_source"),
+                                                        encoder.settings.get("part"),
+                                                        getattr(encoder, "default_part", None))
     if not args.dataset:
         raise DataError("give --out (the feature folder) when the names come from --names without --dataset")
     return os.path.join(config.FEATURE_ROOT, args.dataset, feature), feature
@@ -445,12 +496,23 @@ def run(args, logger):
                                        token_pool=args.token_pool, window_s=args.window_s, sample_rate=args.sample_rate,
                                        max_tokens=args.max_tokens, whisper_states=args.whisper_states,
                                        revision=args.revision, trust_remote_code=args.trust_remote_code,
-                                       logger=logger if shard.main else None, part=getattr(args, "part", None))
-        rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" else None
-        if sources is None:
-            sources = Sources(args.modality, **input_folders(args, ds), subtitle_col=args.subtitle_col,
-                              faces=args.faces, face_channels=args.face_channels, frame_rule=rule,
-                              sample_rate=getattr(encoder.preprocessor, "sample_rate", 16000))
+                                       logger=logger if shard.main else None, part=getattr(args, "part", None),
+                                       prompt=getattr(args, "prompt", None), inputs=getattr(args, "inputs", None),
+                                       device_map=getattr(args, "device_map", None),
+                                       load_in=getattr(args, "load_in", None))
+        chat = encoder.settings.get("inputs")  # a multimodal LLM's language model: several inputs per clip
+        if args.level == "FRM" and encoder.settings.get("token_pool") == "last":
+            raise DataError("--level FRM with --token_pool last: the last token is one state; use --level UTT, or "
+                            "--token_pool mean for the content tokens' sequence")
+        rule = frame_rule_for(encoder, args.frames, args.fps) if args.modality == "visual" or \
+            (chat and "video" in chat) else None
+        sample_rate = getattr(encoder.preprocessor, "sample_rate", 16000)
+        if chat:
+            sources = clip_inputs(args, ds, chat, rule, sample_rate)
+        elif sources is None:
+            sources = Sources(args.modality, **input_folders(args, ds, whole_frames=bool(encoder.settings.get("part"))),
+                              subtitle_col=args.subtitle_col, faces=args.faces, face_channels=args.face_channels,
+                              frame_rule=rule, sample_rate=sample_rate)
         check_batching(encoder)
         out, feature = output_folder(args, encoder, sources)
         verdict, recorded = None, None

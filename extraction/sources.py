@@ -215,6 +215,45 @@ class Sources:
                                        pad=self.frame_rule.pad)
 
 
+class ClipInputs:
+    """Several inputs of one clip for a multimodal LLM's chat input (``extraction.mllm``): its frames (``video``), its
+    audio (``audio``) and its subtitle (``subtitle``), each from a :class:`Sources` of that modality. A clip lacking
+    any of them is reported missing; its fingerprint joins theirs, so a change to any input redoes the clip."""
+
+    KINDS = {"video": "visual", "audio": "audio", "subtitle": "text"}
+
+    def __init__(self, parts):
+        self.parts = dict(parts)
+        self.modality = "multi"
+        self.subtitle_col = self.parts["subtitle"].subtitle_col if "subtitle" in self.parts else None
+        self.sample_rate = self.parts["audio"].sample_rate if "audio" in self.parts else 16000
+
+    def describe(self):
+        return "; ".join(f"{k}: {s.describe()}" for k, s in self.parts.items())
+
+    def identity(self):
+        out = {"inputs": list(self.parts)}
+        for s in self.parts.values():
+            out.update(s.identity())
+        return out
+
+    def input_of(self, name):
+        return " + ".join(str(s.input_of(name)) for s in self.parts.values())
+
+    def fingerprint(self, name):
+        fps = [s.fingerprint(name) for s in self.parts.values()]
+        return None if any(f is None for f in fps) else "|".join(fps)
+
+    def missing(self, name):
+        for s in self.parts.values():
+            if s.fingerprint(name) is None:
+                return s.missing(name)
+        return MediaError("missing_file", f"no input for '{name}'")
+
+    def load(self, name):
+        return {k: s.load(name) for k, s in self.parts.items()}
+
+
 def dataset_names(dataset):
     """Sorted union of a registered data set's label table, test list and unlabelled list."""
     if dataset not in config.DATASETS:

@@ -45,7 +45,8 @@ def build_parser():
                         "a range a:b; CLIP: proj (the projected embedding, its default); VideoMAE: "
                         "last_hidden_state (the model's output, its default)")
     g.add_argument("--token_pool", default="default", help="image models other than CLIP: sum (MERTools), mean or cls "
-                                                           "over a frame's tokens")
+                                                           "over a frame's tokens; --part language_model: mean (over "
+                                                           "the turn's content, its default) or last (the last token)")
     g.add_argument("--trust_remote_code", action="store_true",
                    help="allow models that ship their own code (e.g. Baichuan); it runs that code")
     g.add_argument("--dim", type=int, default=64, help="tfidf-svd: SVD components (default 64)")
@@ -72,8 +73,17 @@ def build_parser():
     g.add_argument("--window_s", type=float, default=None, help="audio window in seconds (default 10; Whisper 30)")
     g.add_argument("--sample_rate", type=int, default=None, help="audio rate (default: the model's)")
     g.add_argument("--max_tokens", type=int, default=None, help="text: truncate here (default: the model's limit)")
-    g.add_argument("--part", default=None, help="a part of a multimodal LLM: audio_tower (Qwen2-Audio; its default), "
-                   "recorded in the manifest")
+    g.add_argument("--part", default=None, help="a part of a multimodal LLM (Qwen2-Audio, Qwen2.5-Omni, InternVL, "
+                   "Qwen2.5-VL, Qwen2-VL): audio_tower, vision_tower or language_model (default: Qwen2-Audio's audio "
+                   "tower, the others' language model); recorded in the manifest")
+    g.add_argument("--prompt", default=None, help="--part language_model: the text after the clip's media in its chat "
+                   "turn (default: a question about the person's emotion; recorded in the manifest)")
+    g.add_argument("--inputs", default=None, help="--part language_model: comma list of video, audio, subtitle (default: "
+                   "the --modality's media; Qwen2.5-Omni's visual: video,audio)")
+    g.add_argument("--device_map", default=None, help="--part language_model: auto spreads the model over the GPUs of "
+                   "this process (under torchrun: its share of the machine's GPUs)")
+    g.add_argument("--load_in", default=None, choices=["8bit", "4bit"], help="--part language_model: quantise the "
+                   "model with bitsandbytes (CUDA only; pip install bitsandbytes)")
     g.add_argument("--whisper_states", default="encoder", choices=["encoder", "decoder"],
                    help="Whisper: encoder states over the audio (default) or MERTools' decoder states at two start tokens")
     g.add_argument("--limit", type=int, default=None, help="only the first N names (sorted, N >= 1): for a quick try")

@@ -30,6 +30,9 @@ Output, under --out (default ``<FEATURE_ROOT>/mer2025``, where config.DATASETS["
   subtitle_chieng.csv         name,chinese,english    for preprocess/extract_features.py --dataset mer2025
   mer2025_report.json         counts, clip sources, feature folders found (dims, coverage, registered or not)
 
+``--commands`` prints, for each of the runner-up's features (config.MER2025_FEATURES), whether its folder is there and
+the command that makes it from the release's clips (or how to bring one this project does not run); no --release.
+
 Then: ``python preprocess/check_feat_dim.py --dataset mer2025 --feat ...``, ``python preprocess/build_splits.py
 --dataset mer2025`` and ``python train.py --dataset mer2025 ...``. Exit status 2 on bad input.
 """
@@ -42,12 +45,14 @@ import _paths  # noqa: F401
 import config
 from dataloader.files import DataError
 from corpora.mer2025 import (CANDIDATE_FILE, LABEL_FILE, SUBTITLE_FILE, TRANSCRIPT_LANGS,  # noqa: F401
-                             convert)  # the library behind this script
+                             convert, feature_commands)  # the library behind this script
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--release", required=True, help="the unpacked MER2025 release folder")
+    p.add_argument("--release", default=None, help="the unpacked MER2025 release folder")
+    p.add_argument("--commands", action="store_true", help="print how to make each registered MER2025 feature, and "
+                   "which are there; convert nothing")
     p.add_argument("--out", default=os.path.join(config.FEATURE_ROOT, "mer2025"))
     p.add_argument("--features_root", default=None,
                    help="folder of <model>-UTT / -FRA feature folders to check (default: --out)")
@@ -58,6 +63,12 @@ def main(argv=None):
     p.add_argument("--transcript_lang", default="english", choices=TRANSCRIPT_LANGS,
                    help="the subtitle column transcripts.csv gives as text")
     args = p.parse_args(argv)
+    if args.commands:
+        for name, dim, status, how in feature_commands():
+            print(f"{name} ({dim}, {status}):\n    {how}")
+        return 0
+    if not args.release:
+        p.error("--release is required (or --commands)")
     try:
         convert(args.release, args.out, features_root=args.features_root, labels=args.labels,
                 candidates=args.candidates, subtitles=args.subtitles, names_csv=args.names_csv,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import config
-from extraction import encoders, media, runner, writer
+from extraction import encoders, media, mllm, runner, writer
 from extraction.tiny_models import save_tiny_qwen2_audio
 from test_extraction import CPU, _clip_alone_and_in_batch, error_lines, run_cli, tone
 
@@ -51,7 +51,7 @@ def test_bad_part_and_layers_are_refused(qwen2_audio, tmp_path):
         encoders.load_encoder(qwen2_audio, "audio", CPU, part="vision_tower")
     with pytest.raises(encoders.DataError, match="leave --layers unset"):
         encoders.load_encoder(qwen2_audio, "audio", CPU, layers="-2")
-    with pytest.raises(encoders.DataError, match="not a visual model|is a audio model"):
+    with pytest.raises(encoders.DataError, match="use --modality audio"):
         encoders.load_encoder(qwen2_audio, "visual", CPU)
 
 
@@ -83,9 +83,9 @@ def test_cli_utt_and_frm_record_the_part(qwen2_audio, tmp_path):
                                np.load(frm / "a1.npy").astype(np.float32).mean(0), atol=2e-3, rtol=2e-3)
     assert json.loads((frm / writer.MANIFEST).read_text())["settings"]["part"] == "audio_tower"
     # another part is refused with one line
-    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--part", "language_model",
+    code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--part", "vision_tower",
                            "--names", csv, "--audio_dir", d, "--out", out)
-    assert code == 2 and len(error_lines(err)) == 1 and "--part 'language_model'" in err
+    assert code == 2 and len(error_lines(err)) == 1 and "--part 'vision_tower'" in err
     # a folder made without the part (another model) refuses this one, naming the part
     code, _, err = run_cli("--modality", "audio", "--model", qwen2_audio, "--names", csv, "--audio_dir", d,
                            "--out", tmp_path / "whisper-like", "--limit", "1")
@@ -109,7 +109,7 @@ def test_released_shape_writes_the_registered_width():
     with torch.device("meta"):
         tower = T.Qwen2AudioEncoder._from_config(cfg.audio_config, dtype=torch.bfloat16)
     fe = T.WhisperFeatureExtractor(feature_size=cfg.audio_config.num_mel_bins)
-    enc = encoders.Qwen2AudioTowerEncoder(None, cfg, tower, torch.device("meta"), torch.bfloat16, fe, 16000)
+    enc = mllm.Qwen2AudioTowerEncoder(None, cfg, tower, torch.device("meta"), torch.bfloat16, fe, 16000)
     batch = enc.collate([np.zeros((128, 3000), np.float32)], [16000 * 40])
     assert int(batch["frames"][0]) == 750  # a window past 30 s keeps the tower's 750 frames
     with torch.no_grad():
@@ -117,3 +117,103 @@ def test_released_shape_writes_the_registered_width():
                                     "frames": batch["frames"].to("meta")})
     assert enc.dim == states.shape[-1] == config.MER2025_FEATURES["Qwen2-Audio-7B-UTT"][1] == 1280
     assert config.MER2025_FEATURES["Qwen2-Audio-7B-UTT"][0] == "audio"
+
+
+# ------------------------------------------------------------------------------------------------ other families
+
+
+@pytest.fixture(scope="module")
+def omni(tmp_path_factory):
+    from extraction.tiny_models import save_tiny_qwen2_5_omni
+
+    return save_tiny_qwen2_5_omni(str(tmp_path_factory.mktemp("models") / "Qwen2.5-Omni-tiny"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Three clips of the clip demo (video with its audio track, wav, subtitles) and a names CSV."""
+    from corpora.clip_demo import make_clips
+
+    out = tmp_path_factory.mktemp("clipdemo")
+    table = make_clips(str(out), n=3, seed=0, progress=False)
+    csv = out / "names.csv"
+    pd.DataFrame({"name": table.name}).to_csv(csv, index=False)
+    return {"root": out, "names": list(table.name), "csv": csv, "frames": list(table.frames)}
+
+
+def test_omni_audio_tower_equals_the_thinkers_audio_features_and_packs_clips(omni):
+    import transformers as T
+
+    enc = encoders.load_encoder(omni, "audio", CPU, part="audio_tower")
+    assert type(enc).__name__ == "OmniAudioTowerEncoder" and enc.dim == 48  # projected to the language model's width
+    a, b = enc.preprocessor(tone(300, 2.0)), enc.preprocessor(tone(500, 3.3, seed=1))
+    states, keep = enc.run(a.units, a.lengths)
+    assert int(keep.sum()) == 50 and torch.isfinite(states).all()  # 2 s -> 200 mel frames -> 50 states (40 ms)
+    thinker = T.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(omni).eval()
+    mel = torch.from_numpy(a.units[0])[None]
+    mask = torch.zeros(1, mel.shape[-1], dtype=torch.long)
+    mask[0, :200] = 1
+    with torch.no_grad():
+        ref = thinker.model.get_audio_features(mel, feature_attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(states[0][keep[0]], ref.float())
+    alone, batched = _clip_alone_and_in_batch(enc, a.units, a.lengths, b.units, b.lengths)
+    np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)
+    assert runner.check_batching(enc) and enc.padding_probe["batching"] == "padded"
+
+
+def test_language_model_states_pool_the_turns_content_only(qwen2_audio):
+    """Qwen2-Audio's language model over its chat input: the kept tokens are the user turn's content (the audio,
+    then the prompt), never the system prompt or the template's markup; the states are the model's own hidden
+    states (sum of the last four); a clip alone equals the clip padded beside a longer one."""
+    import transformers as T
+
+    enc = encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", prompt="How does she feel?")
+    pre, tok = enc.preprocessor, enc.preprocessor.tok
+    a, b = pre({"audio": tone(300, 2.0)}), pre({"audio": tone(400, 4.0, seed=1)})
+    unit = a.units[0]
+    kept = tok.decode(unit["input_ids"][unit["keep"]])
+    assert kept.startswith("Audio 1: <|audio_bos|>") and kept.endswith("How does she feel?")
+    assert "system" not in kept and "assistant" not in kept
+    assert int((unit["input_ids"] == tok.convert_tokens_to_ids("<|AUDIO|>")).sum()) == 50  # 2 s of audio
+    states, keep = enc.run(a.units, a.lengths)
+    model = T.Qwen2AudioForConditionalGeneration.from_pretrained(qwen2_audio).eval()
+    batch = {k: torch.from_numpy(np.asarray(v))[None] if k in ("input_ids",) else torch.from_numpy(np.asarray(v))
+             for k, v in unit.items() if k != "keep"}
+    with torch.no_grad():
+        hs = model(**batch, output_hidden_states=True).hidden_states
+    ref = sum(hs[max(0, len(hs) - 4):])  # the last four (the tiny model has 2 layers: all three states)
+    torch.testing.assert_close(states[0][keep[0]], ref[0][torch.from_numpy(unit["keep"])].float(), rtol=1e-4,
+                               atol=1e-4)
+    alone, batched = _clip_alone_and_in_batch(enc, a.units, a.lengths, b.units, b.lengths)
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-5)
+    assert enc.settings["prompt"] == "How does she feel?" and enc.settings["inputs"] == ["audio"]
+    last = encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", token_pool="last")
+    u = last.preprocessor({"audio": tone(300, 2.0)}).units[0]
+    assert u["keep"].sum() == 1 and u["keep"][-1]  # the token the answer would follow
+    with pytest.raises(encoders.DataError, match="--token_pool 'sum'"):
+        encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", token_pool="sum")
+    with pytest.raises(encoders.DataError, match="is for --part language_model"):
+        encoders.load_encoder(qwen2_audio, "audio", CPU, part="audio_tower", prompt="x")
+    with pytest.raises(encoders.DataError, match="needs CUDA"):
+        encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", load_in="4bit")
+
+
+def test_cli_language_model_utt_frm_prompt_in_manifest_and_another_prompt_refused(qwen2_audio, demo, tmp_path):
+    out, frm = tmp_path / "qa-lm-UTT", tmp_path / "qa-lm-FRM"
+    common = ("--modality", "audio", "--model", qwen2_audio, "--part", "language_model", "--names", demo["csv"],
+              "--video_dir", demo["root"] / "video", "--prompt", "Which emotion?")
+    code, stdout, err = run_cli(*common, "--out", out)
+    assert code == 0, err
+    code, _, err = run_cli(*common, "--level", "FRM", "--out", frm)
+    assert code == 0, err
+    for n in demo["names"]:
+        u, f = np.load(out / f"{n}.npy").astype(np.float32), np.load(frm / f"{n}.npy").astype(np.float32)
+        assert u.shape == (48,) and f.ndim == 2 and f.shape[1] == 48 and np.isfinite(f).all()
+        np.testing.assert_allclose(u, f.mean(0), rtol=2e-2, atol=2e-2)  # UTT: the mean of the content tokens
+    s = json.loads((out / writer.MANIFEST).read_text())["settings"]
+    assert (s["part"], s["prompt"], s["inputs"], s["token_pool"]) == ("language_model", "Which emotion?", ["audio"],
+                                                                      "mean")
+    code, _, err = run_cli(*common[:-1], "Is she happy?", "--out", out)
+    assert code == 2 and len(error_lines(err)) == 1 and "prompt" in err
+    code, _, err = run_cli(*common, "--level", "FRM", "--token_pool", "last", "--out", tmp_path / "x")
+    assert code == 2 and "--token_pool last" in err
