@@ -187,6 +187,9 @@ def test_language_model_states_pool_the_turns_content_only(qwen2_audio):
     alone, batched = _clip_alone_and_in_batch(enc, a.units, a.lengths, b.units, b.lengths)
     np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-5)
     assert enc.settings["prompt"] == "How does she feel?" and enc.settings["inputs"] == ["audio"]
+    mapped = encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", prompt="How does she feel?",
+                                   device_map="auto")  # accelerate's placement; on a CPU machine all on the CPU
+    torch.testing.assert_close(mapped.run(a.units, a.lengths)[0], states)
     last = encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", token_pool="last")
     u = last.preprocessor({"audio": tone(300, 2.0)}).units[0]
     assert u["keep"].sum() == 1 and u["keep"][-1]  # the token the answer would follow
@@ -217,3 +220,50 @@ def test_cli_language_model_utt_frm_prompt_in_manifest_and_another_prompt_refuse
     assert code == 2 and len(error_lines(err)) == 1 and "prompt" in err
     code, _, err = run_cli(*common, "--level", "FRM", "--token_pool", "last", "--out", tmp_path / "x")
     assert code == 2 and "--token_pool last" in err
+
+
+def test_a_checkpoint_without_safetensors_loads_the_whole_model_and_gives_the_same_tower(qwen2_audio, tmp_path):
+    import shutil
+
+    import transformers as T
+
+    folder = tmp_path / "bin-only"
+    shutil.copytree(qwen2_audio, folder)
+    model = T.Qwen2AudioForConditionalGeneration.from_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    prep = None
+    outs = []
+    for f in (qwen2_audio, folder):
+        enc = encoders.load_encoder(str(f), "audio", CPU, part="audio_tower")
+        prep = prep or enc.preprocessor(tone(300, 2.0))
+        outs.append(enc.run(prep.units, prep.lengths)[0])
+    torch.testing.assert_close(outs[0], outs[1])
+    assert mllm.part_key("thinker.audio_tower.layers.0.fc1.weight", "audio_tower") == "layers.0.fc1.weight"
+    assert mllm.part_key("model.visual.blocks.0.mlp.weight", "visual") == "blocks.0.mlp.weight"
+    assert mllm.part_key("model.language_model.layers.0.visual.w", "visual") is None  # not under a wrapper
+
+
+def test_released_internvl_shape_writes_the_registered_width():
+    """InternVL2.5-8B in transformers' format (InternViT-300M at 448 px, an InternLM2.5-7B language model as Llama:
+    4096 wide), laid out on the meta device without weights: its vision tower's projected states and its language
+    model's states are 4096 wide, config.py's width for the runner-up's InternVL feature."""
+    import transformers as T
+
+    cfg = T.InternVLConfig(
+        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                           image_size=[448, 448], patch_size=[14, 14]),
+        text_config=dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, intermediate_size=14336, vocab_size=92553),
+        downsample_ratio=0.5)
+    with torch.device("meta"):
+        model = T.InternVLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
+    enc = mllm.InternVLVisionTowerEncoder.__new__(mllm.InternVLVisionTowerEncoder)
+    encoders.Encoder.__init__(enc, None, cfg, model, torch.device("meta"), torch.bfloat16)
+    enc.base = model.model
+    with torch.no_grad():
+        states, _ = enc.forward({"pixel_values": torch.empty(2, 3, 448, 448, device="meta", dtype=torch.bfloat16)})
+    width = config.MER2025_FEATURES["InternVL_2_5_HiCo_R16-UTT"][1]
+    assert states.shape == (2, 1, width) == (2, 1, 4096)
+    assert mllm.text_width("internvl", cfg) == model.model.language_model.norm.weight.shape[0] == width
+    assert config.MER2025_FEATURES["InternVL_2_5_HiCo_R16-UTT"][0] == "video"

@@ -315,3 +315,37 @@ def test_without_the_transductive_key_test_names_stay_refused(mer, monkeypatch):
                           "weight": 1.0})
     with pytest.raises(DataError, match="validation/test"):
         write_pseudo_split(str(mer.tmp / "bad.json"), doc, frame, forbidden)
+
+
+def test_every_registered_feature_has_its_command_in_the_readme():
+    """Each of config.MER2025_FEATURES has a recipe; the README's MER2025 table has a row naming the feature and,
+    for those this project makes, the recipe's model and flags (or says plainly how to bring it); --commands
+    prints one entry per feature."""
+    import contextlib
+    import io
+    import os
+
+    import mer2025 as script
+    from corpora.mer2025 import FEATURE_RECIPES, feature_command
+
+    assert set(FEATURE_RECIPES) == set(config.MER2025_FEATURES)
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                  encoding="utf-8").read()
+    table = readme.split("## MER2025: the runner-up's features from the clips", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for name, (_, dim) in config.MER2025_FEATURES.items():
+        row = next((r for r in rows if f"`{name}`" in r), None)
+        assert row is not None, f"{name} has no row in the README's MER2025 table"
+        recipe = FEATURE_RECIPES[name]
+        if "model" in recipe:
+            cell = f"--modality {recipe['modality']} --model {recipe['model']}"
+            assert cell + (" " + " ".join(recipe["flags"]) if recipe.get("flags") else "") in row, row
+            assert feature_command(name).endswith(cell + (" " + " ".join(recipe["flags"]) if recipe.get("flags")
+                                                          else ""))
+        elif "external" in recipe:
+            assert "not in transformers" in row and feature_command(name) is None
+        assert str(dim) in row
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert script.main(["--commands"]) == 0
+    assert all(f"{name} (" in out.getvalue() for name in config.MER2025_FEATURES)
