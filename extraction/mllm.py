@@ -492,12 +492,15 @@ class ChatPreprocessor:
             kw["audio"] = [np.asarray(raw["audio"], dtype=np.float32)]
             kw["sampling_rate"] = self.sample_rate
             info["duration_s"] = round(len(raw["audio"]) / self.sample_rate, 3)
-        out = self.processor(text=[text], return_tensors="np", **kw)
+        # (torch tensors: InternVL's processor flattens its video output as a tensor)
+        out = {k: v.numpy() if hasattr(v, "numpy") else v
+               for k, v in self.processor(text=[text], return_tensors="pt", **kw).items()}
         ids = np.asarray(out["input_ids"][0], dtype=np.int64)
         n_pre, n_suf = len(self.prefix_ids), len(self.suffix_ids)
         if list(ids[:n_pre]) != self.prefix_ids or (n_suf and list(ids[len(ids) - n_suf:]) != self.suffix_ids):
             raise MediaError("template", "the chat input's tokens do not begin and end as the template's frame does")
-        unit = {k: np.asarray(v) for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+        unit = {k: np.asarray(v) for k, v in out.items() if k not in ("input_ids", "attention_mask")
+                and isinstance(v, np.ndarray)}
         unit["input_ids"] = ids
         keep = np.zeros(len(ids), dtype=bool)
         if self.token_pool == "last":
@@ -650,7 +653,22 @@ def _load_part(ref, config, family, part, modality, device, dtype, layers, token
         tower = model.get_submodule(find_module(model, "audio_tower")).to(device)
         cls = Qwen2AudioTowerEncoder if family == "qwen2-audio" else OmniAudioTowerEncoder
         return cls(ref, cfg, tower, device, dtype, fe, sr)
-    processor = ref.from_pretrained(transformers.AutoProcessor)
+    from extraction.video_processors import load_processor
+
+    processor, video_backend = load_processor(ref)
+    if video_backend == "pil" and logger:
+        logger.info(f"{type(processor).__name__}: transformers' video processor needs torchvision, which is not "
+                    "installed; frames go through the project's Pillow port of it (extraction/video_processors.py)")
+    enc = _load_with_processor(ref, config, family, part, modality, device, dtype, layers, token_pool, sample_rate,
+                               prompt, inputs, device_map, load_in, logger, processor)
+    if video_backend and (part == "vision_tower" or "video" in enc.settings.get("inputs", ())):
+        enc.settings["video_backend"] = video_backend
+    return enc
+
+
+def _load_with_processor(ref, config, family, part, modality, device, dtype, layers, token_pool, sample_rate, prompt,
+                         inputs, device_map, load_in, logger, processor):
+    cfg = class_config(family, config)
     if part == "vision_tower":
         if family == "internvl":
             model = load_parts(ref, config, family, ("vision_tower", "multi_modal_projector"), dtype, logger)

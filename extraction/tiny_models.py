@@ -273,11 +273,14 @@ def save_tiny_model(family, folder, hidden=32, layers=2, heads=2, image_size=32,
 
 
 def save_tiny_qwen2_audio(folder, hidden=32, text_hidden=48, layers=2, heads=2, num_mel_bins=80, texts=None,
-                          max_length=2048, seed=0):
+                          max_length=2048, seed=0, audio_config=None, text_config=None):
     """A tiny Qwen2-Audio (audio tower, projector, Qwen2 language model) with its feature extractor (Whisper's, 30 s
     windows) and a Qwen2 tokenizer holding ``<|audio_bos|>``, ``<|AUDIO|>`` and ``<|audio_eos|>``, saved as the hub
     checkpoint is (``Qwen2AudioForConditionalGeneration``); returns ``folder``. Not in :data:`FAMILIES`: extraction
-    takes its audio tower (``--part audio_tower``), the fine-tuning stage the whole model (finetuning/audio.py)."""
+    takes its audio tower (``--part audio_tower``), the fine-tuning stage the whole model (finetuning/audio.py).
+    ``audio_config`` and ``text_config`` (dicts) replace fields of the two configs built from the arguments, e.g.
+    Qwen2-Audio-7B's tower: ``audio_config=dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20,
+    encoder_ffn_dim=5120)`` with ``num_mel_bins=128`` (bench/extract_throughput.py ``--size real``)."""
     import torch
     import transformers as T
 
@@ -287,12 +290,13 @@ def save_tiny_qwen2_audio(folder, hidden=32, text_hidden=48, layers=2, heads=2, 
                                max_length, ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"])
     torch.manual_seed(seed)
     cfg = T.Qwen2AudioConfig(
-        audio_config=dict(d_model=hidden, encoder_layers=layers, encoder_attention_heads=heads,
-                          encoder_ffn_dim=2 * hidden, num_mel_bins=num_mel_bins, max_source_positions=1500),
-        text_config=dict(model_type="qwen2", hidden_size=text_hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=1, intermediate_size=2 * text_hidden,
-                         vocab_size=len(tok), max_position_embeddings=max_length, eos_token_id=tok.eos_token_id,
-                         bos_token_id=None, pad_token_id=None),
+        audio_config=dict(dict(d_model=hidden, encoder_layers=layers, encoder_attention_heads=heads,
+                               encoder_ffn_dim=2 * hidden, num_mel_bins=num_mel_bins, max_source_positions=1500),
+                          **(audio_config or {})),
+        text_config=dict(dict(model_type="qwen2", hidden_size=text_hidden, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=1, intermediate_size=2 * text_hidden,
+                              vocab_size=len(tok), max_position_embeddings=max_length, eos_token_id=tok.eos_token_id,
+                              bos_token_id=None, pad_token_id=None), **(text_config or {})),
         audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"))
     T.Qwen2AudioForConditionalGeneration(cfg).eval().save_pretrained(folder)
     T.WhisperFeatureExtractor(feature_size=num_mel_bins).save_pretrained(folder)
@@ -412,13 +416,16 @@ def save_tiny_internvl(folder, vision_hidden=32, text_hidden=48, layers=2, heads
 
 
 def save_tiny_qwen2_5_vl(folder, vision_hidden=32, text_hidden=48, layers=2, heads=2, patch_size=14, window_size=56,
-                         min_pixels=28 * 28, max_pixels=56 * 56, texts=None, max_length=4096, seed=0):
+                         min_pixels=28 * 28, max_pixels=56 * 56, texts=None, max_length=4096, seed=0,
+                         vision_config=None, text_config=None):
     """A tiny Qwen2.5-VL (windowed-attention vision tower with 2x2 patch merger, Qwen2 language model with multimodal
     RoPE) saved as Qwen/Qwen2.5-VL-7B-Instruct is (``Qwen2_5_VLForConditionalGeneration``, ``Qwen2_5_VLProcessor``
     with the Qwen2-VL image and video processors, a Qwen2 tokenizer holding ``<|vision_start|>``, ``<|image_pad|>``,
     ``<|video_pad|>``... and the chat template); returns ``folder``. Frames are resized to a multiple of
     ``2 * patch_size`` px within ``min_pixels``..``max_pixels`` (32x32 -> 28x28, 64x64 -> 56x56 by default); every two
-    frames give ``(h // patch_size // 2) * (w // patch_size // 2)`` tokens (1 to 4 by default)."""
+    frames give ``(h // patch_size // 2) * (w // patch_size // 2)`` tokens (1 to 4 by default). ``vision_config`` and
+    ``text_config`` (dicts) replace fields of the two configs built from the arguments (the text model's multimodal
+    RoPE split follows its head width), e.g. a Qwen2-VL-2B-like shape in bench/extract_throughput.py ``--size real``."""
     import torch
     import transformers as T
 
@@ -430,9 +437,15 @@ def save_tiny_qwen2_5_vl(folder, vision_hidden=32, text_hidden=48, layers=2, hea
          "<|video_pad|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     torch.manual_seed(seed)
+    vcfg = dict(_qwen_vision_config(vision_hidden, layers, heads, patch_size, window_size, text_hidden),
+                **(vision_config or {}))
+    tcfg = dict(_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
+                **(text_config or {}))
+    if "rope_parameters" not in (text_config or {}):
+        tcfg["rope_parameters"]["mrope_section"] = _mrope_section(tcfg["hidden_size"] // tcfg["num_attention_heads"])
     cfg = T.Qwen2_5_VLConfig(
-        vision_config=_qwen_vision_config(vision_hidden, layers, heads, patch_size, window_size, text_hidden),
-        text_config=_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
+        vision_config=vcfg,
+        text_config=tcfg,
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     T.Qwen2_5_VLForConditionalGeneration(cfg).eval().save_pretrained(folder)

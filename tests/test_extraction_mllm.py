@@ -267,3 +267,64 @@ def test_released_internvl_shape_writes_the_registered_width():
     assert states.shape == (2, 1, width) == (2, 1, 4096)
     assert mllm.text_width("internvl", cfg) == model.model.language_model.norm.weight.shape[0] == width
     assert config.MER2025_FEATURES["InternVL_2_5_HiCo_R16-UTT"][0] == "video"
+
+
+@pytest.fixture(scope="module")
+def vlms(tmp_path_factory, omni):
+    from extraction.tiny_models import save_tiny_internvl, save_tiny_qwen2_5_vl
+
+    root = tmp_path_factory.mktemp("models")
+    return {"qwen2.5-vl": save_tiny_qwen2_5_vl(str(root / "Qwen2.5-VL-tiny")),
+            "internvl": save_tiny_internvl(str(root / "InternVL-tiny")), "qwen2.5-omni": omni}
+
+
+def _frames(n, seed, h=48, w=64):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("family,part", [("qwen2.5-vl", "vision_tower"), ("internvl", "vision_tower"),
+                                         ("qwen2.5-omni", "vision_tower"), ("qwen2.5-vl", "language_model")])
+def test_vision_parts_width_finite_and_a_clip_alone_equals_it_in_a_batch(vlms, family, part):
+    enc = encoders.load_encoder(vlms[family], "visual", CPU, part=part)
+    assert enc.dim == 48 and enc.settings["part"] == part
+    assert enc.settings["video_backend"] in ("pil", "torchvision")  # the Pillow port without torchvision
+    pre = enc.preprocessor
+    raw = (lambda n, s: _frames(n, s)) if part == "vision_tower" else \
+        (lambda n, s: {"video": _frames(n, s)})
+    a, b = pre(raw(4, 0)), pre(raw(8, 1))
+    states, keep = enc.run(a.units, a.lengths)
+    assert torch.isfinite(states).all()
+    if part == "vision_tower":  # a state per frame (InternVL) or per temporal patch of 2 frames (Qwen)
+        assert int(keep.sum()) == (4 if family == "internvl" else 2)
+    alone, batched = _clip_alone_and_in_batch(enc, a.units, a.lengths, b.units, b.lengths)
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-5)
+    assert runner.check_batching(enc)
+
+
+@pytest.mark.parametrize("family,flags", [
+    ("qwen2.5-vl", ("--part", "vision_tower")),
+    ("internvl", ("--part", "language_model", "--inputs", "video,subtitle", "--subtitle_col", "english")),
+    ("qwen2.5-omni", ("--part", "language_model", "--inputs", "video,audio,subtitle", "--frames", "4"))])
+def test_cli_vision_families_utt_and_frm_from_the_clip_demo(vlms, demo, family, flags, tmp_path):
+    """Each family extracts UTT and FRM from the clip demo's videos (their audio tracks, its subtitles) through
+    preprocess/extract_features.py; the manifest records the part, the inputs and the video processor's backend."""
+    root = demo["root"]
+    common = ("--modality", "visual", "--model", vlms[family], "--names", demo["csv"], "--video_dir", root / "video",
+              "--subtitles", root / "subtitle_chieng.csv", *flags)
+    out, frm = tmp_path / "UTT", tmp_path / "FRM"
+    code, _, err = run_cli(*common, "--out", out)
+    assert code == 0, err
+    code, _, err = run_cli(*common, "--level", "FRM", "--out", frm)
+    assert code == 0, err
+    for n in demo["names"]:
+        u, f = np.load(out / f"{n}.npy").astype(np.float32), np.load(frm / f"{n}.npy").astype(np.float32)
+        assert u.shape == (48,) and f.ndim == 2 and f.shape[1] == 48 and np.isfinite(f).all()
+        np.testing.assert_allclose(u, f.mean(0), rtol=2e-2, atol=2e-2)
+    s = json.loads((out / writer.MANIFEST).read_text())["settings"]
+    assert s["part"] == flags[1] and s["video_backend"] in ("pil", "torchvision") and s["frame_source"] == \
+        "whole video frames"
+    if flags[1] == "vision_tower":  # 8 frames by default: 4 temporal patches
+        assert [np.load(frm / f"{n}.npy").shape[0] for n in demo["names"]] == [4, 4, 4]
+    else:
+        assert s["inputs"] == flags[3].split(",") and s["prompt"] == mllm.DEFAULT_PROMPT

@@ -200,6 +200,54 @@ def test_the_finetune_throughput_figures_are_read_and_its_cpu_run_passes(capsys)
     assert gc.check_finetune_throughput(cuda, 0, out)[1][0] == gc.FAILED  # a CPU run does not pass for CUDA
 
 
+MLLM_LINE = (r"(qwen2-audio-tower|qwen2-audio-lm|qwen2\.5-vl-vision|qwen2\.5-vl-lm)\s+(\S+) (\d+)x(\d+), batch (\d+), "
+             r"workers (\d+), (.+?) batches: MERTools design\s+([\d.]+) clips/s, ours\s+([\d.]+) clips/s: ([\d.]+)x\s+"
+             r"\(features agree to ([\d.eE+-]+) relative\)$")
+
+
+def test_the_extraction_bench_times_the_multimodal_llm_parts_both_ways(capsys):
+    """bench/extract_throughput.py on Qwen2-Audio's audio tower and language model (tiny shapes, 4 clips): a line for
+    each with both designs' clips/s (one clip at a time through the same encoder; ours batched), features that
+    agree, and ``speedup:`` as the last line, which the GPU check's parser reads."""
+    import re
+
+    bench = load_script("bench/extract_throughput.py")
+    assert bench.main(["--modality", "qwen2-audio-tower,qwen2-audio-lm", "--clips", "4", "--size", "tiny",
+                       "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    found = {m.group(1): m for m in (re.match(MLLM_LINE, line) for line in lines) if m}
+    assert set(found) == {"qwen2-audio-tower", "qwen2-audio-lm"}, out
+    assert found["qwen2-audio-tower"].group(2, 3, 4) == ("whisper", "64", "2")
+    assert found["qwen2-audio-lm"].group(2, 3, 4) == ("qwen2", "64", "2")
+    for m in found.values():
+        assert float(m.group(8)) > 0 and float(m.group(9)) > 0 and float(m.group(11)) < 1e-3
+    assert lines[-2].startswith("all modalities: MERTools design") and re.match(r"speedup: [\d.]+$", lines[-1])
+    assert gc.parse_extract_throughput(out)["speedup"] == float(lines[-1].split()[1])
+    with pytest.raises(SystemExit):
+        bench.main(["--modality", "qwen2-audio,text"])  # not a family: refused by its parser
+    assert "qwen2-audio-tower" in capsys.readouterr().err
+
+
+def test_the_extraction_bench_runs_or_skips_the_qwen2_5_vl_vision_tower_in_one_line(capsys):
+    """Qwen2.5-VL's video processor needs torchvision (or the project's fallback): where it loads, the vision tower is
+    timed both ways on 1-3 s videos and the features agree; where it does not, one line says the family was skipped
+    and why, and the last line is ``speedup: n/a``."""
+    import re
+
+    bench = load_script("bench/extract_throughput.py")
+    assert bench.main(["--modality", "qwen2.5-vl-vision", "--clips", "2", "--size", "tiny", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    skipped = [line for line in lines if line.startswith("qwen2.5-vl-vision skipped: ")]
+    if skipped:
+        assert len(skipped) == 1 and "torchvision" in skipped[0].lower(), lines
+        assert lines[-2:] == ["all modalities: none ran; skipped: qwen2.5-vl-vision", "speedup: n/a"]
+    else:
+        m = re.match(MLLM_LINE, lines[1])
+        assert m and m.group(2, 3, 4) == ("vit", "64", "2") and float(m.group(11)) < 1e-3, lines
+        assert re.match(r"speedup: [\d.]+$", lines[-1])
+
+
 def test_a_failed_a_hung_and_an_unreached_step_are_recorded_and_the_exit_status_is_1(tmp_path):
     ctx = gc.Context(str(tmp_path), "cpu", sys.executable)
     gc.prepare_work(ctx)
