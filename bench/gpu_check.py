@@ -27,6 +27,9 @@ The steps, in this order (each with its own timeout; every step runs whatever be
                    bench/finetune_throughput.py: LoRA r 8 training samples/s and peak memory of a Qwen2 of
                    Qwen2.5-1.5B's shape (random weights built on the GPU in bf16), batch 8 x 128 tokens, without and
                    with gradient checkpointing, through finetuning's model, head and trainer
+  extract_mllm     bench/extract_throughput.py --modality qwen2-audio-tower,qwen2.5-vl-vision --size real: clips/s
+                   of Qwen2-Audio-7B's audio tower and of Qwen2.5-VL's vision tower (a 2 B model's shape, random
+                   weights, bf16), one clip at a time against ours
 
 With --device cpu the same steps run on the CPU at tiny sizes, a smoke test of this script (CI's): the CUDA
 tests are then all skipped or deselected ("no CUDA tests ran" counts as ok there), the grid trains --device cpu
@@ -158,7 +161,7 @@ def parse_extract_throughput(text):
     features agree; the total times and ``speedup: <ratio>`` (its last line)."""
     figs, mods = {}, {}
     for line in text.splitlines():
-        m = re.match(r"(audio|visual|text)\s+(\S+) (\d+)x(\d+), batch (\d+), workers (\d+), (.+?) batches: MERTools "
+        m = re.match(r"(audio|visual|text|qwen[\w.-]+)\s+(\S+) (\d+)x(\d+), batch (\d+), workers (\d+), (.+?) batches: MERTools "
                      r"design\s+([\d.]+) clips/s, ours\s+([\d.]+) clips/s: ([\d.]+)x\s+\(features agree to "
                      r"([\d.eE+-]+) relative", line)
         if m:
@@ -299,13 +302,17 @@ def check_train_throughput(ctx, rc, text):
     return figs, None
 
 
-def check_extract_throughput(ctx, rc, text):
+MLLM_FAMILIES = ("qwen2-audio-tower", "qwen2.5-vl-vision")
+
+
+def check_extract_throughput(ctx, rc, text, mllm=False):
     figs = parse_extract_throughput(text)
     if rc != 0:
         return figs, failed_note(rc, text)
     mods = figs.get("modalities", {})
-    if "speedup" not in figs or set(mods) != {"audio", "visual", "text"}:
-        return figs, (FAILED, "no 'speedup:' line, or not a line for each of audio, visual and text")
+    want = set(MLLM_FAMILIES) if mllm else {"audio", "visual", "text"}
+    if "speedup" not in figs or set(mods) != want:
+        return figs, (FAILED, f"no 'speedup:' line, or not a line for each of {', '.join(sorted(want))}")
     if min(v for m in mods.values() for k, v in m.items() if k.endswith("clips_per_s")) <= 0:
         return figs, (FAILED, "a clips/s figure is not positive")
     if not str(figs.get("device", "")).startswith(ctx.device):
@@ -583,7 +590,7 @@ def check_finetune_throughput(ctx, rc, text):
 
 
 def build_steps(ctx):
-    """The ten steps of the check, sized for ctx.device."""
+    """The eleven steps of the check, sized for ctx.device."""
     py, cuda, dev = ctx.py, ctx.cuda, ctx.device
     steps = []
 
@@ -673,6 +680,14 @@ def build_steps(ctx):
             "on Qwen2.5-1.5B's shape (bf16), without and with gradient checkpointing" if cuda
             else "at a tiny shape on the CPU"),
         [[py, "bench/finetune_throughput.py", "--device", dev]], 90, check_finetune_throughput))
+
+    # multimodal LLMs: Qwen2-Audio-7B's audio tower and Qwen2.5-VL's vision tower (2 B model), random weights, bf16
+    mllm_size = ["--size", "real", "--clips", "16"] if cuda else ["--size", "tiny", "--clips", "4", "--repeat", "1"]
+    steps.append(Step(
+        "extract_mllm", "bench/extract_throughput.py: " + ", ".join(MLLM_FAMILIES) + (
+            " at the released shapes (bf16)" if cuda else " at tiny shapes"),
+        [[py, "bench/extract_throughput.py", "--device", dev, "--modality", ",".join(MLLM_FAMILIES), *mllm_size]],
+        240 if cuda else 90, lambda c, rc, text: check_extract_throughput(c, rc, text, mllm=True)))
     return steps
 
 

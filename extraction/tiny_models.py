@@ -457,6 +457,37 @@ def save_tiny_qwen2_5_vl(folder, vision_hidden=32, text_hidden=48, layers=2, hea
     return folder
 
 
+def save_tiny_qwen2_vl(folder, vision_hidden=32, text_hidden=48, layers=2, heads=2, patch_size=14,
+                       min_pixels=28 * 28, max_pixels=56 * 56, texts=None, max_length=4096, seed=0):
+    """A tiny Qwen2-VL (full-attention vision tower with its 2x2 patch merger, Qwen2 language model with multimodal
+    RoPE) saved as Qwen/Qwen2-VL-7B-Instruct is (``Qwen2VLForConditionalGeneration``, ``Qwen2VLProcessor``, the same
+    tokens and chat template as :func:`save_tiny_qwen2_5_vl`); returns ``folder``."""
+    import torch
+    import transformers as T
+
+    _quiet_transformers()
+    os.makedirs(folder, exist_ok=True)
+    tok = _save_chat_tokenizer(
+        folder, list(texts or _DEFAULT_TEXTS) + _MLLM_TEXTS, max_length,
+        ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+         "<|video_pad|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
+    ids = tok.convert_tokens_to_ids
+    torch.manual_seed(seed)
+    cfg = T.Qwen2VLConfig(
+        vision_config=dict(depth=layers, embed_dim=vision_hidden, hidden_size=text_hidden, num_heads=heads,
+                           mlp_ratio=2, patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2),
+        text_config=_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    T.Qwen2VLForConditionalGeneration(cfg).eval().save_pretrained(folder)
+    grid = dict(patch_size=patch_size, temporal_patch_size=2, merge_size=2)
+    _save_mm_processor(folder, T.Qwen2VLProcessor, tok, QWEN2_5_VL_CHAT_TEMPLATE,
+                       ("Qwen2VLVideoProcessor", dict(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+                                                      **grid)),
+                       image_processor=T.Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, **grid))
+    return folder
+
+
 def save_tiny_qwen2_5_omni(folder, vision_hidden=32, audio_hidden=32, text_hidden=48, layers=2, heads=2,
                            num_mel_bins=128, patch_size=14, window_size=56, min_pixels=28 * 28, max_pixels=56 * 56,
                            texts=None, max_length=4096, seed=0):

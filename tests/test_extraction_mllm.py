@@ -271,10 +271,11 @@ def test_released_internvl_shape_writes_the_registered_width():
 
 @pytest.fixture(scope="module")
 def vlms(tmp_path_factory, omni):
-    from extraction.tiny_models import save_tiny_internvl, save_tiny_qwen2_5_vl
+    from extraction.tiny_models import save_tiny_internvl, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 
     root = tmp_path_factory.mktemp("models")
     return {"qwen2.5-vl": save_tiny_qwen2_5_vl(str(root / "Qwen2.5-VL-tiny")),
+            "qwen2-vl": save_tiny_qwen2_vl(str(root / "Qwen2-VL-tiny")),
             "internvl": save_tiny_internvl(str(root / "InternVL-tiny")), "qwen2.5-omni": omni}
 
 
@@ -283,7 +284,8 @@ def _frames(n, seed, h=48, w=64):
 
 
 @pytest.mark.parametrize("family,part", [("qwen2.5-vl", "vision_tower"), ("internvl", "vision_tower"),
-                                         ("qwen2.5-omni", "vision_tower"), ("qwen2.5-vl", "language_model")])
+                                         ("qwen2.5-omni", "vision_tower"), ("qwen2.5-vl", "language_model"),
+                                         ("qwen2-vl", "vision_tower")])
 def test_vision_parts_width_finite_and_a_clip_alone_equals_it_in_a_batch(vlms, family, part):
     enc = encoders.load_encoder(vlms[family], "visual", CPU, part=part)
     assert enc.dim == 48 and enc.settings["part"] == part
