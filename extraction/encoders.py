@@ -22,8 +22,8 @@ audio (HuBERT,  sum of the last four hidden layers, per 20 ms frame; 10 s window
 wav2vec2, ...)  extractor's per-clip normalisation
 Whisper         encoder, last layer, over the frames that hold audio (MERTools: decoder states at
                 two start tokens, ``whisper_states="decoder"``)
-Qwen2-Audio     ``--part audio_tower``: the audio tower's output (after its avg-pool), over the frames that
-                hold audio (one per 640 samples); only the tower's weights are loaded
+multimodal      ``--part audio_tower|vision_tower|language_model`` of Qwen2-Audio, Qwen2.5-Omni, InternVL,
+LLMs            Qwen2.5-VL and Qwen2-VL: :mod:`extraction.mllm`
 CLIP            the projected image embedding of every frame
 other images    last layer, summed over tokens, every frame (DINOv2: 64 frames sampled uniformly, the last one
                 repeated for a shorter clip)

@@ -338,21 +338,25 @@ def _unpack(flat, lengths):
 # Vision towers
 # -------------------------------------------------------------------------------------------------
 
-class QwenVideoPreprocessor:
-    """RGB frames ``(T, H, W, 3)`` -> the model's video processor: flattened patches and the ``(t, h, w)`` grid of one
-    video (frames are grouped in pairs, the temporal patch; an odd count has its last frame repeated)."""
+class VideoPreprocessor:
+    """RGB frames ``(T, H, W, 3)`` -> the model's video processor. Qwen's (``per_frame=False``): one unit, the clip's
+    flattened patches and its ``(t, h, w)`` grid (frames grouped in pairs, the temporal patch; an odd count has its
+    last frame repeated). InternVL's (``per_frame=True``): ``(T, 3, S, S)`` pixels, one unit per frame."""
 
     kind = "visual"
 
-    def __init__(self, video_processor):
-        self.vp = video_processor
+    def __init__(self, video_processor, per_frame=False):
+        self.vp, self.per_frame = video_processor, per_frame
 
     def __call__(self, frames):
         out = self.vp(videos=[np.asarray(frames)], return_tensors="np")
         px = np.asarray(out["pixel_values_videos"], dtype=np.float32)
+        info = {"frames": len(frames)}
+        if self.per_frame:
+            px = px.reshape((-1,) + px.shape[-3:])
+            return Prepared(px, [1] * len(px), info)
         thw = np.asarray(out["video_grid_thw"], dtype=np.int64).reshape(1, 3)
-        return Prepared([{"pixel_values_videos": px, "video_grid_thw": thw}], [int(len(px))],
-                        {"frames": len(frames)})
+        return Prepared([{"pixel_values_videos": px, "video_grid_thw": thw}], [int(len(px))], info)
 
 
 class QwenVisionTowerEncoder(Encoder):
@@ -370,7 +374,7 @@ class QwenVisionTowerEncoder(Encoder):
         self.dim = int(getattr(vcfg, "out_hidden_size", None) or getattr(vcfg, "hidden_size"))
         self.merge = int(vcfg.spatial_merge_size)
         vp = processor.video_processor
-        self.preprocessor = QwenVideoPreprocessor(vp)
+        self.preprocessor = VideoPreprocessor(vp)
         self.settings = {"part": "vision_tower", "layers": "patch merger output", "temporal_patch":
                          int(vcfg.temporal_patch_size), "video_processor": type(vp).__name__}
 
@@ -406,7 +410,7 @@ class InternVLVisionTowerEncoder(Encoder):
         self.base = model.model if hasattr(model, "model") and hasattr(model.model, "get_image_features") else model
         self.dim = int(config.text_config.hidden_size)
         vp = processor.video_processor
-        self.preprocessor = InternVLFramePreprocessor(vp)
+        self.preprocessor = VideoPreprocessor(vp, per_frame=True)
         self.settings = {"part": "vision_tower", "layers": "projector output",
                          "vision_feature_layer": config.vision_feature_layer,
                          "video_processor": type(vp).__name__}
@@ -425,21 +429,6 @@ class InternVLVisionTowerEncoder(Encoder):
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         states = feats.float().mean(1)[:, None, :]
         return states, torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
-
-
-class InternVLFramePreprocessor:
-    """RGB frames -> InternVL's video processor: ``(T, 3, S, S)`` pixels, one unit per frame."""
-
-    kind = "visual"
-
-    def __init__(self, video_processor):
-        self.vp = video_processor
-
-    def __call__(self, frames):
-        out = self.vp(videos=[np.asarray(frames)], return_tensors="np")
-        px = np.asarray(out["pixel_values_videos"], dtype=np.float32)
-        px = px.reshape((-1,) + px.shape[-3:])
-        return Prepared(px, [1] * len(px), {"frames": len(frames)})
 
 
 # -------------------------------------------------------------------------------------------------
@@ -719,7 +708,7 @@ def probe_raw(encoder):
         b = {"video": frames(4), "audio": wave(2.1),
              "subtitle": "a longer probe sentence with many more words in it than the first one has"}
         return pre(a), pre(b)
-    if isinstance(pre, QwenVideoPreprocessor):
+    if isinstance(pre, VideoPreprocessor) and not pre.per_frame:
         return pre(frames(2)), pre(frames(4))
     if isinstance(encoder, OmniAudioTowerEncoder):
         return pre(wave(1.3)), pre(wave(2.1))

@@ -426,35 +426,10 @@ def save_tiny_qwen2_5_vl(folder, vision_hidden=32, text_hidden=48, layers=2, hea
     frames give ``(h // patch_size // 2) * (w // patch_size // 2)`` tokens (1 to 4 by default). ``vision_config`` and
     ``text_config`` (dicts) replace fields of the two configs built from the arguments (the text model's multimodal
     RoPE split follows its head width), e.g. a Qwen2-VL-2B-like shape in bench/extract_throughput.py ``--size real``."""
-    import torch
-    import transformers as T
-
-    _quiet_transformers()
-    os.makedirs(folder, exist_ok=True)
-    tok = _save_chat_tokenizer(
-        folder, list(texts or _DEFAULT_TEXTS) + _MLLM_TEXTS, max_length,
-        ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-         "<|video_pad|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
-    ids = tok.convert_tokens_to_ids
-    torch.manual_seed(seed)
     vcfg = dict(_qwen_vision_config(vision_hidden, layers, heads, patch_size, window_size, text_hidden),
                 **(vision_config or {}))
-    tcfg = dict(_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
-                **(text_config or {}))
-    if "rope_parameters" not in (text_config or {}):
-        tcfg["rope_parameters"]["mrope_section"] = _mrope_section(tcfg["hidden_size"] // tcfg["num_attention_heads"])
-    cfg = T.Qwen2_5_VLConfig(
-        vision_config=vcfg,
-        text_config=tcfg,
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
-    T.Qwen2_5_VLForConditionalGeneration(cfg).eval().save_pretrained(folder)
-    grid = dict(patch_size=patch_size, temporal_patch_size=2, merge_size=2)
-    _save_mm_processor(folder, T.Qwen2_5_VLProcessor, tok, QWEN2_5_VL_CHAT_TEMPLATE,
-                       ("Qwen2VLVideoProcessor", dict(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-                                                      **grid)),
-                       image_processor=T.Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, **grid))
-    return folder
+    return _save_tiny_qwen_vl(folder, "Qwen2_5_VL", vcfg, text_hidden, layers, heads, patch_size, min_pixels,
+                              max_pixels, texts, max_length, seed, text_config)
 
 
 def save_tiny_qwen2_vl(folder, vision_hidden=32, text_hidden=48, layers=2, heads=2, patch_size=14,
@@ -462,6 +437,16 @@ def save_tiny_qwen2_vl(folder, vision_hidden=32, text_hidden=48, layers=2, heads
     """A tiny Qwen2-VL (full-attention vision tower with its 2x2 patch merger, Qwen2 language model with multimodal
     RoPE) saved as Qwen/Qwen2-VL-7B-Instruct is (``Qwen2VLForConditionalGeneration``, ``Qwen2VLProcessor``, the same
     tokens and chat template as :func:`save_tiny_qwen2_5_vl`); returns ``folder``."""
+    vcfg = dict(depth=layers, embed_dim=vision_hidden, hidden_size=text_hidden, num_heads=heads, mlp_ratio=2,
+                patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2)
+    return _save_tiny_qwen_vl(folder, "Qwen2VL", vcfg, text_hidden, layers, heads, patch_size, min_pixels, max_pixels,
+                              texts, max_length, seed)
+
+
+def _save_tiny_qwen_vl(folder, prefix, vcfg, text_hidden, layers, heads, patch_size, min_pixels, max_pixels, texts,
+                       max_length, seed, text_config=None):
+    """Qwen2-VL and Qwen2.5-VL (``prefix``: the name their config, model and processor classes start with): the
+    tokenizer with the vision tokens and chat template, the model from ``vcfg`` and a tiny Qwen2, the processor."""
     import torch
     import transformers as T
 
@@ -473,15 +458,17 @@ def save_tiny_qwen2_vl(folder, vision_hidden=32, text_hidden=48, layers=2, heads
          "<|video_pad|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     torch.manual_seed(seed)
-    cfg = T.Qwen2VLConfig(
-        vision_config=dict(depth=layers, embed_dim=vision_hidden, hidden_size=text_hidden, num_heads=heads,
-                           mlp_ratio=2, patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2),
-        text_config=_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
+    tcfg = dict(_qwen_text_config(text_hidden, layers, heads, len(tok), max_length, tok.eos_token_id),
+                **(text_config or {}))
+    if "rope_parameters" not in (text_config or {}):
+        tcfg["rope_parameters"]["mrope_section"] = _mrope_section(tcfg["hidden_size"] // tcfg["num_attention_heads"])
+    cfg = getattr(T, prefix + "Config")(
+        vision_config=vcfg, text_config=tcfg,
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
-    T.Qwen2VLForConditionalGeneration(cfg).eval().save_pretrained(folder)
+    getattr(T, prefix + "ForConditionalGeneration")(cfg).eval().save_pretrained(folder)
     grid = dict(patch_size=patch_size, temporal_patch_size=2, merge_size=2)
-    _save_mm_processor(folder, T.Qwen2VLProcessor, tok, QWEN2_5_VL_CHAT_TEMPLATE,
+    _save_mm_processor(folder, getattr(T, prefix + "Processor"), tok, QWEN2_5_VL_CHAT_TEMPLATE,
                        ("Qwen2VLVideoProcessor", dict(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
                                                       **grid)),
                        image_processor=T.Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, **grid))
