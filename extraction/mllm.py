@@ -558,11 +558,10 @@ class LanguageModelEncoder(Encoder):
         return batch
 
     def to_device(self, batch):
+        """As every encoder's (floating tensors in the model's dtype; the processor's masks are integers and stay so),
+        with the kept-token mask beside."""
         out = super().to_device({k: v for k, v in batch.items() if k != "keep"})
         out["keep"] = batch["keep"].to(self.device)
-        for k in ("feature_attention_mask",):  # masks the processor made: integers, not the model's dtype
-            if k in batch:
-                out[k] = batch[k].to(self.device)
         return out
 
     def forward(self, batch):

@@ -405,7 +405,7 @@ def output_folder(args, encoder, sources):
         return args.out, args.feature_name or os.path.basename(os.path.normpath(args.out))
     feature = args.feature_name or default_feature_name(encoder.ref.short_name, args.level, args.modality,
                                                         sources.subtitle_col, sources.identity().get("frame_source"),
-                                                        encoder.settings.get("part"),
+                                                        getattr(encoder, "settings", {}).get("part"),
                                                         getattr(encoder, "default_part", None))
     if not args.dataset:
         raise DataError("give --out (the feature folder) when the names come from --names without --dataset")
