@@ -258,9 +258,25 @@ def bench_modality(modality, work, names, subs, size, device, dtype, workers, lo
     runner.extract_share(names[:1], sources, enc, os.path.join(work, f"warmup-{modality}"), "UTT", "float32", batch, 0,
                          progress=False)
 
+    # agreement where MERTools' zero padding does not enter (audio under one 10 s window: all of ours here)
+    t_theirs, t_ours, diff = time_both(lambda i, n: one(i, os.path.join(theirs_dir, n + ".npy")), names, sources, enc,
+                                       ours_dir, batch, n_workers, repeat, device, theirs_dir, modality)
+    shape = SIZES[size][modality]
+    logger(f"{modality:<6} {FAMILY[modality]} {shape['hidden']}x{shape['layers']}, batch {batch}, workers {n_workers}, "
+           f"{enc.padding_probe.get('batching')} batches: MERTools design {len(names) / t_theirs:7.2f} clips/s, ours "
+           f"{len(names) / t_ours:7.2f} clips/s: {t_theirs / t_ours:.2f}x  (features agree to {diff:.1e} "
+           f"relative{'' if device.type == 'cpu' else ', ours in ' + str(enc.dtype).replace('torch.', '')})")
+    return t_theirs, t_ours
+
+
+def time_both(theirs_one, names, sources, enc, ours_dir, batch, n_workers, repeat, device, theirs_dir, what):
+    """Both designs over ``names``, alternating (``theirs_one(i, name)`` writes one clip's feature; ours is
+    ``extract_share``): ``(their seconds, our seconds, largest relative difference of the features)``."""
+    from extraction import runner
+
     def theirs():
-        for i, name in enumerate(names):
-            one(i, os.path.join(theirs_dir, name + ".npy"))
+        for i, n in enumerate(names):
+            theirs_one(i, n)
 
     def ours():
         _clear(ours_dir)
@@ -269,16 +285,8 @@ def bench_modality(modality, work, names, subs, size, device, dtype, workers, lo
     t_theirs, t_ours, rows = alternate(theirs, ours, repeat, device)
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        raise RuntimeError(f"{len(failed)} clips failed in our extractor: {failed[:2]}")
-
-    # agreement where MERTools' zero padding does not enter (audio under one 10 s window: all of ours here)
-    diff = largest_difference(names, theirs_dir, ours_dir)
-    shape = SIZES[size][modality]
-    logger(f"{modality:<6} {FAMILY[modality]} {shape['hidden']}x{shape['layers']}, batch {batch}, workers {n_workers}, "
-           f"{enc.padding_probe.get('batching')} batches: MERTools design {len(names) / t_theirs:7.2f} clips/s, ours "
-           f"{len(names) / t_ours:7.2f} clips/s: {t_theirs / t_ours:.2f}x  (features agree to {diff:.1e} "
-           f"relative{'' if device.type == 'cpu' else ', ours in ' + str(enc.dtype).replace('torch.', '')})")
-    return t_theirs, t_ours
+        raise RuntimeError(f"{what}: {len(failed)} clips failed in our extractor: {failed[:2]}")
+    return t_theirs, t_ours, largest_difference(names, theirs_dir, ours_dir)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -399,19 +407,9 @@ def bench_mllm(name, work, names, size, device, dtype, workers, logger, repeat=2
     one_clip_at_a_time(enc, sources, names[0], os.path.join(warm, "theirs.npy"))  # warm-up, both sides
     runner.extract_share(names[:1], sources, enc, warm, "UTT", "float32", batch, 0, progress=False)
 
-    def theirs():
-        for n in names:
-            one_clip_at_a_time(enc, sources, n, os.path.join(theirs_dir, n + ".npy"))
-
-    def ours():
-        _clear(ours_dir)
-        return runner.extract_share(names, sources, enc, ours_dir, "UTT", "float32", batch, n_workers, progress=False)
-
-    t_theirs, t_ours, rows = alternate(theirs, ours, repeat, device)
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        raise RuntimeError(f"{name}: {len(failed)} clips failed in our extractor: {failed[:2]}")
-    diff = largest_difference(names, theirs_dir, ours_dir)
+    t_theirs, t_ours, diff = time_both(
+        lambda i, n: one_clip_at_a_time(enc, sources, n, os.path.join(theirs_dir, n + ".npy")), names, sources, enc,
+        ours_dir, batch, n_workers, repeat, device, theirs_dir, name)
     if enc.dtype == torch.float32 and not diff < 1e-3:
         raise RuntimeError(f"{name}: the two designs' features differ by {diff:.1e} relative (float32: must be under "
                            "1e-3)")
