@@ -62,7 +62,6 @@ INPUTS = ("video", "audio", "subtitle")
 DEFAULT_PROMPT = "What emotion does the person in this clip express? Answer with one word."
 DEFAULT_FRAMES = 8  # frames per clip for the vision parts (uniform); --frames changes it
 SUBTITLE_FORMAT = 'The subtitle of this clip: "{subtitle}"\n'
-QUANT = ("8bit", "4bit")
 WRAPPERS = {"model", "thinker"}  # names a checkpoint may put before a part's own (model.visual, thinker.audio_tower)
 _SENTINEL = "\u2063MERCONTENT\u2063"
 
@@ -511,7 +510,7 @@ class LanguageModelEncoder(Encoder):
     def __init__(self, ref, config, model, device, dtype, processor, family, modality, inputs, prompt, layers,
                  token_pool, sample_rate):
         super().__init__(ref, config, model, device, dtype)
-        self.modality, self.family_name = modality, family
+        self.modality = modality
         cfg = class_config(family, config)
         self.dim = text_width(family, config)
         n_states = int(cfg.text_config.num_hidden_layers) + 1
@@ -647,16 +646,15 @@ def _load_part(ref, config, family, part, modality, device, dtype, layers, token
     if video_backend == "pil" and logger:
         logger.info(f"{type(processor).__name__}: transformers' video processor needs torchvision, which is not "
                     "installed; frames go through the project's Pillow port of it (extraction/video_processors.py)")
-    enc = _load_with_processor(ref, config, family, part, modality, device, dtype, layers, token_pool, sample_rate,
-                               prompt, inputs, device_map, load_in, logger, processor)
+    enc = _load_with_processor(ref, config, cfg, family, part, modality, device, dtype, layers, token_pool,
+                               sample_rate, prompt, inputs, device_map, load_in, logger, processor)
     if video_backend and (part == "vision_tower" or "video" in enc.settings.get("inputs", ())):
         enc.settings["video_backend"] = video_backend
     return enc
 
 
-def _load_with_processor(ref, config, family, part, modality, device, dtype, layers, token_pool, sample_rate, prompt,
-                         inputs, device_map, load_in, logger, processor):
-    cfg = class_config(family, config)
+def _load_with_processor(ref, config, cfg, family, part, modality, device, dtype, layers, token_pool, sample_rate,
+                         prompt, inputs, device_map, load_in, logger, processor):
     if part == "vision_tower":
         if family == "internvl":
             model = load_parts(ref, config, family, ("vision_tower", "multi_modal_projector"), dtype, logger)

@@ -244,12 +244,6 @@ class ClipInputs:
         fps = [s.fingerprint(name) for s in self.parts.values()]
         return None if any(f is None for f in fps) else "|".join(fps)
 
-    def missing(self, name):
-        for s in self.parts.values():
-            if s.fingerprint(name) is None:
-                return s.missing(name)
-        return MediaError("missing_file", f"no input for '{name}'")
-
     def load(self, name):
         return {k: s.load(name) for k, s in self.parts.items()}
 
