@@ -127,6 +127,17 @@ def tiny_env(tmp_path, monkeypatch, tiny_master):
     return env
 
 
+def isolated_feature_config(mp, root, modality):
+    """For a module-scoped fixture: ``mp`` (its own ``pytest.MonkeyPatch``) points config.FEATURE_ROOT at
+    ``root/features`` and gives the data sets, the label rules and ``modality``'s feature dictionary copies of their
+    own, so what the module registers (a data set, its features) never reaches another test."""
+    key = {"text": "FEAT_TEXT_DICT", "audio": "FEAT_AUDIO_DICT"}[modality]
+    mp.setattr(config, "FEATURE_ROOT", str(root / "features"))
+    for name in ("DATASETS", "EMO_RULE", key):
+        mp.setattr(config, name, dict(getattr(config, name)))
+    mp.setattr(config, "MODALITY_DICTS", {**config.MODALITY_DICTS, modality: getattr(config, key)})
+
+
 def make_dialogues(root, n_dialogues=60, seed=0):
     """A 3-class problem where an utterance's label is mostly recoverable only from its neighbours.
 

@@ -201,19 +201,25 @@ def test_language_model_states_pool_the_turns_content_only(qwen2_audio):
         encoders.load_encoder(qwen2_audio, "audio", CPU, part="language_model", load_in="4bit")
 
 
-def test_cli_language_model_utt_frm_prompt_in_manifest_and_another_prompt_refused(qwen2_audio, demo, tmp_path):
-    out, frm = tmp_path / "qa-lm-UTT", tmp_path / "qa-lm-FRM"
-    common = ("--modality", "audio", "--model", qwen2_audio, "--part", "language_model", "--names", demo["csv"],
-              "--video_dir", demo["root"] / "video", "--prompt", "Which emotion?")
-    code, stdout, err = run_cli(*common, "--out", out)
+def _utt_and_frm(common, out, frm, names, width=48):
+    """``extract_features.py *common`` into ``out`` (UTT) and ``frm`` (FRM): every name gets a finite feature of
+    ``width`` at both levels, its UTT the mean of its FRM rows; returns the UTT folder's manifest settings."""
+    code, _, err = run_cli(*common, "--out", out)
     assert code == 0, err
     code, _, err = run_cli(*common, "--level", "FRM", "--out", frm)
     assert code == 0, err
-    for n in demo["names"]:
+    for n in names:
         u, f = np.load(out / f"{n}.npy").astype(np.float32), np.load(frm / f"{n}.npy").astype(np.float32)
-        assert u.shape == (48,) and f.ndim == 2 and f.shape[1] == 48 and np.isfinite(f).all()
-        np.testing.assert_allclose(u, f.mean(0), rtol=2e-2, atol=2e-2)  # UTT: the mean of the content tokens
-    s = json.loads((out / writer.MANIFEST).read_text())["settings"]
+        assert u.shape == (width,) and f.ndim == 2 and f.shape[1] == width and np.isfinite(f).all()
+        np.testing.assert_allclose(u, f.mean(0), rtol=2e-2, atol=2e-2)
+    return json.loads((out / writer.MANIFEST).read_text())["settings"]
+
+
+def test_cli_language_model_utt_frm_prompt_in_manifest_and_another_prompt_refused(qwen2_audio, demo, tmp_path):
+    out = tmp_path / "qa-lm-UTT"
+    common = ("--modality", "audio", "--model", qwen2_audio, "--part", "language_model", "--names", demo["csv"],
+              "--video_dir", demo["root"] / "video", "--prompt", "Which emotion?")
+    s = _utt_and_frm(common, out, tmp_path / "qa-lm-FRM", demo["names"])  # UTT: the mean of the content tokens
     assert (s["part"], s["prompt"], s["inputs"], s["token_pool"]) == ("language_model", "Which emotion?", ["audio"],
                                                                       "mean")
     code, _, err = run_cli(*common[:-1], "Is she happy?", "--out", out)
@@ -315,16 +321,8 @@ def test_cli_vision_families_utt_and_frm_from_the_clip_demo(vlms, demo, family, 
     common = ("--modality", "video" if family == "internvl" else "visual", "--model", vlms[family], "--names",
               demo["csv"], "--video_dir", root / "video",
               "--subtitles", root / "subtitle_chieng.csv", *flags)
-    out, frm = tmp_path / "UTT", tmp_path / "FRM"
-    code, _, err = run_cli(*common, "--out", out)
-    assert code == 0, err
-    code, _, err = run_cli(*common, "--level", "FRM", "--out", frm)
-    assert code == 0, err
-    for n in demo["names"]:
-        u, f = np.load(out / f"{n}.npy").astype(np.float32), np.load(frm / f"{n}.npy").astype(np.float32)
-        assert u.shape == (48,) and f.ndim == 2 and f.shape[1] == 48 and np.isfinite(f).all()
-        np.testing.assert_allclose(u, f.mean(0), rtol=2e-2, atol=2e-2)
-    s = json.loads((out / writer.MANIFEST).read_text())["settings"]
+    frm = tmp_path / "FRM"
+    s = _utt_and_frm(common, tmp_path / "UTT", frm, demo["names"])
     assert s["part"] == flags[1] and s["video_backend"] in ("pil", "torchvision") and s["frame_source"] == \
         "whole video frames"
     if flags[1] == "vision_tower":  # 8 frames by default: 4 temporal patches

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import config
-from conftest import load_script
+from conftest import isolated_feature_config, load_script
 
 LABELS = ["neutral", "joy", "anger"]
 KEYWORD = {"neutral": "table", "joy": "sunny", "anger": "furious"}
@@ -52,10 +52,7 @@ def ft(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finetune")
     mp = pytest.MonkeyPatch()
-    mp.setattr(config, "FEATURE_ROOT", str(root / "features"))
-    for name in ("DATASETS", "EMO_RULE", "FEAT_TEXT_DICT"):
-        mp.setattr(config, name, dict(getattr(config, name)))
-    mp.setattr(config, "MODALITY_DICTS", {**config.MODALITY_DICTS, "text": config.FEAT_TEXT_DICT})
+    isolated_feature_config(mp, root, "text")
     table = write_corpus(root / "corpus.csv")
     columns = {"name": "utt", "label": "emotion", "text": "text", "dialogue": "dia", "order": "turn", "split": "part",
                "speaker": "spk"}

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import config
-from conftest import load_script
+from conftest import isolated_feature_config, load_script
 
 LABELS = ["low", "high"]
 PITCH = {"low": 220.0, "high": 880.0}
@@ -64,10 +64,7 @@ def fa(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finetune_audio")
     mp = pytest.MonkeyPatch()
-    mp.setattr(config, "FEATURE_ROOT", str(root / "features"))
-    for name in ("DATASETS", "EMO_RULE", "FEAT_AUDIO_DICT"):
-        mp.setattr(config, name, dict(getattr(config, name)))
-    mp.setattr(config, "MODALITY_DICTS", {**config.MODALITY_DICTS, "audio": config.FEAT_AUDIO_DICT})
+    isolated_feature_config(mp, root, "audio")
     table = write_corpus(root)
     home = root / "features" / "fta"
     import_corpus("fta", str(root / "corpus.csv"), {"name": "utt", "label": "emotion", "split": "part"}, LABELS,

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import config
-from conftest import REPO, load_script
+from conftest import REPO, isolated_feature_config, load_script
 from test_finetune import LABELS, write_corpus
 
 SCRIPT = os.path.join(REPO, "preprocess", "finetune_encoder.py")
@@ -38,10 +38,7 @@ def ds(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finetune_scale")
     mp = pytest.MonkeyPatch()
-    mp.setattr(config, "FEATURE_ROOT", str(root / "features"))
-    for name in ("DATASETS", "EMO_RULE", "FEAT_TEXT_DICT"):
-        mp.setattr(config, name, dict(getattr(config, name)))
-    mp.setattr(config, "MODALITY_DICTS", {**config.MODALITY_DICTS, "text": config.FEAT_TEXT_DICT})
+    isolated_feature_config(mp, root, "text")
     table = write_corpus(root / "corpus.csv", seed=1)
     columns = {"name": "utt", "label": "emotion", "text": "text", "dialogue": "dia", "order": "turn", "split": "part"}
     home = root / "features" / "fts"
